@@ -1,0 +1,43 @@
+# Two entry points for a fresh clone: `make demo` and `make test` (README, Quick start).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+# CPU build by default; a GPU user sets e.g. TORCH_SPEC='torch==2.11.0' (or installs torch first).
+TORCH_SPEC ?= torch==2.13.0
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+BIN := $(VENV)/bin
+
+.PHONY: demo test install dev lint clean-artifacts
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(DAGSTER_HOME)/.initialised: $(VENV)/.installed .dagster_home/dagster.yaml
+	$(BIN)/dagster instance migrate > /dev/null
+	$(BIN)/dagster instance concurrency set gpu 1 > /dev/null
+	touch $@
+
+demo: $(DAGSTER_HOME)/.initialised
+	$(BIN)/arena build-demo
+	$(BIN)/dagster asset materialize -m arena_assets.definitions --select '*'
+	$(BIN)/arena where
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+dev: $(DAGSTER_HOME)/.initialised
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check arena_assets arena_assets_tests
+
+clean-artifacts:
+	rm -rf data/artifacts

@@ -1,0 +1,111 @@
+"""Artifacts written atomically: a temporary sibling directory renamed into place, plus a manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+_TMP_MARK = ".tmp-"
+
+
+@contextmanager
+def atomic_directory(final_dir: Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `final_dir`; on success replace `final_dir` with it.
+
+    A crash leaves only a `.tmp-*` sibling, never a half-written `final_dir`; the next run removes it.
+    """
+    final_dir = Path(final_dir)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final_dir.parent.glob(f"{final_dir.name}{_TMP_MARK}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = final_dir.parent / f"{final_dir.name}{_TMP_MARK}{os.getpid()}-{time.time_ns()}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final_dir.exists():
+        old = final_dir.parent / f"{final_dir.name}{_TMP_MARK}old-{time.time_ns()}"
+        final_dir.rename(old)
+        tmp.rename(final_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final_dir)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Content hash of one file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Stable short hash of a JSON-serialisable config."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def code_version() -> str:
+    """The git commit of the working tree (with `+dirty` when it has changes), or `unknown` outside git."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "arena_assets"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}+dirty" if dirty else commit
+
+
+def write_manifest(
+    directory: Path, *, config: Mapping[str, Any], inputs: Mapping[str, str], extra: Mapping[str, Any] = ()
+) -> dict[str, Any]:
+    """Write `manifest.json` (config, its hash, code version, input versions) into `directory`."""
+    manifest = {
+        "config": dict(config),
+        "config_hash": config_hash(config),
+        "code_version": code_version(),
+        "inputs": dict(inputs),
+        "created_unix": time.time(),
+        **dict(extra),
+    }
+    atomic_write_text(Path(directory) / MANIFEST_NAME, json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of a finished artifact directory; a missing one means the artifact is not finished."""
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} has no {MANIFEST_NAME}: it is not a finished artifact. Rebuild it.")
+    return json.loads(path.read_text())
+
+
+def directory_size_bytes(directory: Path) -> int:
+    """Total size of the files under `directory`."""
+    return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())
