@@ -52,6 +52,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def atomic_write_parquet(frame: Any, path: Path) -> None:
+    """Write a pandas frame to parquet through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
     """Content hash of one file."""
     digest = hashlib.sha256()

@@ -77,6 +77,8 @@ class ReadResult:
     files: list[Path]
     rows_read: int
     drops: Counter[str] = field(default_factory=Counter)
+    # Rows kept although odd (a test row with null text, a repaired string), by kind; never dropped rows.
+    notes: Counter[str] = field(default_factory=Counter)
 
     @property
     def rows_kept(self) -> int:
@@ -89,4 +91,5 @@ class ReadResult:
             "rows_read": self.rows_read,
             "rows_kept": self.rows_kept,
             "drops": {reason.value: int(self.drops.get(reason.value, 0)) for reason in DropReason},
+            "notes": {kind: int(n) for kind, n in sorted(self.notes.items()) if n},
         }

@@ -1,0 +1,128 @@
+"""Swap-pair batching and padding.
+
+Dataset rows come as adjacent pairs: rows 2k and 2k+1 are one (prompt, A, B) and its A/B swap with the
+label flipped. Batches are built from pair indices so both orders of a pair always share a batch, and are
+grouped by length so padding stays a small share of the tokens processed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+# Keys a feature may carry besides input_ids, and the tensors they become.
+_LABEL = "label"
+_TEACHER = "teacher_logits"
+
+
+def pair_batches(
+    pair_lengths: Sequence[int],
+    pairs_per_batch: int,
+    *,
+    seed: int,
+    epoch: int = 0,
+    group_by_length: bool = True,
+    mega_batch_size: int = 64,
+) -> list[list[int]]:
+    """Batches of pair indices: shuffled, length-sorted within mega-batches, batch order shuffled.
+
+    `pair_lengths[p]` is the token length of pair p (the longer of its two rows). Every pair appears once;
+    the last, incomplete batch is kept. Same (seed + epoch) gives the same batches.
+    """
+    if pairs_per_batch < 1 or mega_batch_size < 1:
+        raise ValueError(
+            f"pairs_per_batch and mega_batch_size must be >= 1, got {pairs_per_batch}, {mega_batch_size}"
+        )
+    rng = random.Random(seed + epoch)
+    order = list(range(len(pair_lengths)))
+    rng.shuffle(order)
+    if group_by_length:
+        # Sorting only within a window of mega_batch_size batches keeps randomness across the epoch
+        # while batches hold similar lengths (the scheme of transformers' LengthGroupedSampler).
+        window = mega_batch_size * pairs_per_batch
+        order = [
+            pair
+            for start in range(0, len(order), window)
+            for pair in sorted(order[start : start + window], key=lambda p: pair_lengths[p], reverse=True)
+        ]
+    batches = [order[start : start + pairs_per_batch] for start in range(0, len(order), pairs_per_batch)]
+    rng.shuffle(batches)
+    return batches
+
+
+def shard_batches(batches: list[list[int]], *, num_processes: int, process_index: int) -> list[list[int]]:
+    """Batches r, r+N, r+2N, ... for rank r of N; the tail is dropped so every rank gets as many.
+
+    Under DDP every rank must take the same number of optimizer steps, or the ranks deadlock in the
+    gradient all-reduce; at most N-1 batches are dropped per epoch.
+    """
+    if not 0 <= process_index < num_processes:
+        raise ValueError(f"process_index must be in [0, {num_processes}), got {process_index}")
+    per_rank = len(batches) // num_processes
+    if batches and per_rank == 0:
+        raise ValueError(f"{len(batches)} batches cannot be shared among {num_processes} processes")
+    return batches[process_index : per_rank * num_processes : num_processes]
+
+
+def pair_rows(pair_indices: Sequence[int]) -> list[int]:
+    """Dataset row indices of the given pairs: [2p, 2p + 1 for each p]."""
+    return [row for pair in pair_indices for row in (2 * pair, 2 * pair + 1)]
+
+
+def collate_rows(
+    features: list[dict[str, Any]], *, pad_token_id: int, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
+    """Pad rows into tensors; `labels` / `teacher_logits` are returned when every feature carries them.
+
+    Example, pad_token_id=0, padding_side="right":
+
+        features = [{"input_ids": [5, 6, 7], "label": 0}, {"input_ids": [8, 9], "label": 1}]
+        -> input_ids      [[5, 6, 7], [8, 9, 0]]
+           attention_mask [[1, 1, 1], [1, 1, 0]]
+           labels         [0, 1]
+        (padding_side="left" gives [[5, 6, 7], [0, 8, 9]] and mask [[1, 1, 1], [0, 1, 1]].)
+
+    Shapes: input_ids [B, L] long, attention_mask [B, L] long, labels [B] long (0 = A wins, 1 = B wins),
+    teacher_logits [B, 2] float32.
+    """
+    if not features:
+        raise ValueError("collate_rows got no features")
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    lengths = [len(feature["input_ids"]) for feature in features]
+    if min(lengths) == 0:
+        raise ValueError("a feature has empty input_ids; the head needs a last real token")
+    width = max(lengths)
+    input_ids = torch.full((len(features), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+    for row, (feature, length) in enumerate(zip(features, lengths, strict=True)):
+        span = slice(0, length) if padding_side == "right" else slice(width - length, width)
+        input_ids[row, span] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
+        attention_mask[row, span] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if _has_key(features, _LABEL):
+        batch["labels"] = torch.tensor([int(feature[_LABEL]) for feature in features], dtype=torch.long)
+    if _has_key(features, _TEACHER):
+        teacher = [list(feature[_TEACHER]) for feature in features]
+        if any(len(values) != 2 for values in teacher):
+            raise ValueError(f"teacher_logits must hold 2 values per row, got {teacher}")
+        batch["teacher_logits"] = torch.tensor(teacher, dtype=torch.float32)
+    return batch
+
+
+def _has_key(features: list[dict[str, Any]], key: str) -> bool:
+    """Whether every feature has `key`; a batch where only some do is a data bug, so it raises."""
+    present = sum(key in feature for feature in features)
+    if 0 < present < len(features):
+        raise ValueError(f"{present} of {len(features)} features carry {key!r}; expected all or none")
+    return present == len(features)
+
+
+def padding_fraction(attention_mask: torch.Tensor) -> float:
+    """Share of the [B, L] positions in `attention_mask` that are padding."""
+    if attention_mask.numel() == 0:
+        return 0.0
+    return 1.0 - float(attention_mask.sum()) / attention_mask.numel()

@@ -1,0 +1,216 @@
+"""One typed config per ranker entry point; every default is defined here, once.
+
+Defaults are the seed's stage-1 recipe for Qwen2.5-14B-Instruct (DESIGN §5). A profile (arena_assets
+settings) or a run config overrides fields by name. Config files are JSON or YAML with these field names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+C = TypeVar("C")
+
+
+@dataclass
+class TrainConfig:
+    """`python -m arena_assets.ranker.trainer --config F`: LoRA fine-tuning on the two letter logits."""
+
+    # model
+    backbone: str = ""
+    output_dir: str = ""
+    lora_r: int = 64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.01
+    lora_target_modules: tuple[str, ...] = LORA_TARGETS
+    # data
+    train_path: str = ""
+    validation_path: str = ""
+    label: Literal["hard", "soft"] = "hard"  # hard: `winner` column; soft: `teacher_logits` column
+    temperature: float = 1.0  # soft labels: teacher softmax temperature
+    max_length: int = 4096
+    rebalance_truncation: bool = True  # hand budget that short fields leave unused to long ones
+    group_by_length: bool = True
+    # optimisation
+    epochs: float = 1.0
+    max_steps: int = 0  # > 0 stops after this many optimizer steps (smoke tests, benchmarks)
+    global_batch_size: int = 16  # rows per optimizer step, swaps included
+    per_device_batch_size: int = 2  # rows per forward pass; even, so a row and its swap share a batch
+    lr_lora_a: float = 1e-5
+    lr_lora_b: float = 5e-5
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = 1e-8
+    optimizer: Literal["adamw", "adamw_8bit"] = "adamw"
+    max_grad_norm: float = 16.0
+    warmup_ratio: float = 0.02
+    min_lr_ratio: float = 0.1
+    # runtime
+    seed: int = 42
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
+    gradient_checkpointing: float = 1.0  # share of decoder layers recomputed in backward, 0..1
+    adapter_compute_dtype: bool = True  # LoRA matmuls in the compute dtype, fp32 master weights
+    use_liger: Literal["auto", "on", "off"] = "auto"  # liger-kernel RMSNorm/SwiGLU/RoPE when installed
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    checkpoint_every_steps: int = 0  # 0: no intermediate checkpoints
+    eval_every_steps: int = 0  # 0: validate only at the end
+    eval_batch_size: int = 16
+    max_validation_rows: int = 0  # 0: all
+    resume: bool = True  # continue from the last checkpoint in output_dir's work directory
+    log_every_steps: int = 10
+    wandb: bool = False
+    wandb_project: str = "arena-assets"
+    wandb_mode: Literal["online", "offline"] = "online"
+    wandb_run_name: str = ""
+
+    def __post_init__(self) -> None:
+        self.lora_target_modules = tuple(self.lora_target_modules)
+        self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+        _require(self.per_device_batch_size > 0 and self.per_device_batch_size % 2 == 0,
+                 "per_device_batch_size must be a positive even number (a row and its swap share a batch)")
+        _require(self.global_batch_size % self.per_device_batch_size == 0,
+                 "global_batch_size must be a multiple of per_device_batch_size")
+        _require(0.0 <= self.gradient_checkpointing <= 1.0, "gradient_checkpointing is a share in [0, 1]")
+        _require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
+        _require(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]")
+        _require(self.max_length >= 64, "max_length must be at least 64 tokens")
+        _require(self.epochs > 0 or self.max_steps > 0, "set epochs > 0 or max_steps > 0")
+        _require(self.temperature > 0, "temperature must be positive")
+
+    def accumulation_steps(self, num_processes: int) -> int:
+        """Micro-batches per optimizer step on each process."""
+        per_step = self.per_device_batch_size * num_processes
+        _require(self.global_batch_size % per_step == 0,
+                 f"global_batch_size {self.global_batch_size} is not a multiple of "
+                 f"per_device_batch_size x processes = {per_step}")
+        return self.global_batch_size // per_step
+
+
+@dataclass
+class MergeConfig:
+    """`python -m arena_assets.ranker.merger --config F`: adapter merged into the backbone."""
+
+    backbone: str = ""
+    adapter_dir: str = ""
+    output_dir: str = ""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    max_length: int = 4096
+    probe_path: str = ""  # parquet of pairs for the parity probe; empty: built-in multilingual probe
+    probe_rows: int = 8
+    parity_atol: float = 0.0  # 0: a precision-dependent default (1e-4 fp32, 0.15 bf16)
+    max_shard_size: str = "5GB"
+
+
+@dataclass
+class ScoreConfig:
+    """`python -m arena_assets.ranker.scorer --config F`: A/B logits for a parquet of pairs, both orders."""
+
+    model: str = ""  # merged model directory (or a backbone, with adapter_dir)
+    adapter_dir: str = ""  # optional: score an unmerged adapter
+    input_path: str = ""
+    id_column: str = "id"  # unique row key copied to the output's `id` column
+    output_dir: str = ""
+    max_length: int = 4096
+    rebalance_truncation: bool = True
+    both_orders: bool = True
+    token_budget: int = 16384  # padded tokens per batch
+    max_batch_rows: int = 64
+    rows_per_shard: int = 2048
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    use_liger: Literal["auto", "on", "off"] = "auto"
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+
+    def __post_init__(self) -> None:
+        _require(self.token_budget >= self.max_length, "token_budget must hold at least one max_length row")
+        _require(self.rows_per_shard > 0, "rows_per_shard must be positive")
+
+
+@dataclass
+class Stage2DatasetConfig:
+    """Teacher logits for stage 2: human labels at fixed confidence, open-model pairs from stage 1."""
+
+    hard_label_train_path: str = ""
+    soft_logits_path: str = ""  # scorer output for the open-model pairs
+    open_pairs_path: str = ""  # canonical open-model pairs (prompt and responses)
+    output_path: str = ""
+    human_label_confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        _require(0.5 < self.human_label_confidence < 1.0, "human_label_confidence must be in (0.5, 1)")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain JSON-ready dict of a config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    """Build `cls` from a dict, rejecting unknown keys with the list of valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; valid fields: {sorted(names)}")
+    return cls(**values)
+
+
+def load_config(cls: type[C], path: str | Path) -> C:
+    """Read a JSON or YAML config file into `cls`."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix in {".yaml", ".yml"}:
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    try:
+        return config_from_dict(cls, values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def save_config(config: Any, path: str | Path) -> Path:
+    """Write a config dataclass as JSON (atomically) and return the path."""
+    from arena_assets.ranker.artifacts import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(config_to_dict(config), indent=2))
+    return Path(path)
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a config dataclass (for building run-config schemas)."""
+    return typing.get_type_hints(cls)
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    """Default value of every field of a config dataclass."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        out[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return out
+
+
+__all__ = [
+    "LORA_TARGETS",
+    "MergeConfig",
+    "ScoreConfig",
+    "Stage2DatasetConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "field_defaults",
+    "field_types",
+    "load_config",
+    "save_config",
+]

@@ -1,0 +1,135 @@
+"""Parquet rows in, encoded judge prompts out: the dataset side of training and scoring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from arena_assets.ranker.prompt import PromptTemplate
+
+PAIR_COLUMNS: tuple[str, ...] = ("prompt", "response_a", "response_b")
+
+
+@dataclass
+class EncodedRows:
+    """Token ids of each row's judge prompt, with truncation facts for reporting."""
+
+    input_ids: list[list[int]]
+    truncated: np.ndarray  # bool [N]
+    full_lengths: np.ndarray  # int [N], before truncation
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+    def length_report(self) -> dict[str, float]:
+        """Token-length percentiles (before truncation) and the truncation rate."""
+        if len(self.input_ids) == 0:
+            return {}
+        p50, p90, p99 = np.percentile(self.full_lengths, [50, 90, 99])
+        return {
+            "tokens_p50": float(p50),
+            "tokens_p90": float(p90),
+            "tokens_p99": float(p99),
+            "tokens_max": float(self.full_lengths.max()),
+            "truncation_rate": float(self.truncated.mean()),
+        }
+
+
+def read_pairs(path: str | Path, required: tuple[str, ...] = PAIR_COLUMNS) -> pd.DataFrame:
+    """Read a parquet of pairs and check the columns the ranker needs."""
+    frame = pd.read_parquet(path)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+    return frame.reset_index(drop=True)
+
+
+def encode_rows(
+    template: PromptTemplate,
+    prompts: list[str],
+    responses_a: list[str],
+    responses_b: list[str],
+    *,
+    max_length: int,
+    rebalance: bool,
+) -> EncodedRows:
+    """Encode every (prompt, A, B) triple with the judge prompt and middle-cut truncation."""
+    encoded = [
+        template.encode(p, a, b, max_length=max_length, rebalance=rebalance)
+        for p, a, b in zip(prompts, responses_a, responses_b, strict=True)
+    ]
+    return EncodedRows(
+        input_ids=[e.input_ids for e in encoded],
+        truncated=np.array([e.truncated for e in encoded], dtype=bool),
+        full_lengths=np.array([e.full_length for e in encoded], dtype=np.int64),
+    )
+
+
+def encode_frame(template: PromptTemplate, frame: pd.DataFrame, *, max_length: int, rebalance: bool,
+                 swapped: bool = False) -> EncodedRows:
+    """Encode a frame's pairs; `swapped` shows response_b as A and response_a as B."""
+    a, b = ("response_b", "response_a") if swapped else ("response_a", "response_b")
+    return encode_rows(
+        template,
+        frame["prompt"].astype(str).tolist(),
+        frame[a].astype(str).tolist(),
+        frame[b].astype(str).tolist(),
+        max_length=max_length,
+        rebalance=rebalance,
+    )
+
+
+def hard_labels(frame: pd.DataFrame, path: str | Path = "<frame>") -> np.ndarray:
+    """0 where response A won, 1 where B won; every row must have a winner."""
+    winners = frame["winner"]
+    bad = ~winners.isin(["model_a", "model_b"])
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(f"{path}: column 'winner' row {row} is {winners.iloc[row]!r}; expected model_a/model_b")
+    return (winners == "model_b").to_numpy().astype(np.int64)
+
+
+def teacher_logits(frame: pd.DataFrame, path: str | Path = "<frame>") -> np.ndarray:
+    """Teacher logits [N, 2] from the `teacher_logits` column; every value must be finite."""
+    if "teacher_logits" not in frame.columns:
+        raise ValueError(f"{path}: soft-label training needs a 'teacher_logits' column (the stage-2 dataset)")
+    values = np.stack(frame["teacher_logits"].map(lambda v: np.asarray(v, dtype=np.float32)).to_list())
+    if values.ndim != 2 or values.shape[1] != 2 or not np.isfinite(values).all():
+        raise ValueError(f"{path}: 'teacher_logits' must hold two finite numbers per row")
+    return values
+
+
+def check_swap_pairs(frame: pd.DataFrame, path: str | Path = "<frame>") -> None:
+    """Rows 2k and 2k+1 must share a pair_id, the second being the A/B swap of the first."""
+    if len(frame) % 2:
+        raise ValueError(f"{path}: {len(frame)} rows; training rows come in swap pairs (even count)")
+    pair_ids = frame["pair_id"].to_numpy()
+    swapped = frame["is_swapped"].to_numpy().astype(bool)
+    ok = (pair_ids[0::2] == pair_ids[1::2]) & ~swapped[0::2] & swapped[1::2]
+    if not ok.all():
+        row = 2 * int(np.flatnonzero(~ok)[0])
+        raise ValueError(f"{path}: rows {row} and {row + 1} are not an (original, swap) pair with one pair_id")
+
+
+def interleave_swaps(frame: pd.DataFrame, teacher: np.ndarray | None = None) -> pd.DataFrame:
+    """Each row followed by its A/B swap: responses, models and winner swapped, `is_swapped` set.
+
+    With `teacher` logits [N, 2], a `teacher_logits` column is added, its two values swapped on swap rows.
+    """
+    original = frame.assign(is_swapped=False)
+    swapped = frame.assign(
+        response_a=frame["response_b"], response_b=frame["response_a"],
+        model_a=frame["model_b"], model_b=frame["model_a"],
+        winner=frame["winner"].map({"model_a": "model_b", "model_b": "model_a"}),
+        is_swapped=True,
+    )
+    if teacher is not None:
+        original["teacher_logits"] = list(teacher)
+        swapped["teacher_logits"] = list(teacher[:, ::-1].copy())
+    order = np.arange(len(frame))
+    both = pd.concat([original.assign(_order=order * 2), swapped.assign(_order=order * 2 + 1)])
+    return both.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)

@@ -1,0 +1,67 @@
+"""Letter logits without the full vocabulary: last real hidden state x the two lm_head rows of " A", " B".
+
+For Qwen2.5-14B a full-vocabulary logit row is 152,064 floats per position; the ranker needs two numbers
+per row, so it runs the decoder alone and multiplies one hidden state per row by two weight rows.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token per row of a [B, L] mask -> [B] long; left or right padding."""
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (positions * attention_mask.bool()).amax(dim=-1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, [B, L] -> [B, L] long.
+
+    A plain forward numbers positions 0..L-1 whatever the mask, so a left-padded row would see its tokens
+    at shifted rotary positions; counting real tokens gives every row the same positions under any padding.
+    """
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def _causal_lm(model: nn.Module) -> nn.Module:
+    """The `*ForCausalLM` inside `model` (a peft `PeftModel` or the causal LM itself)."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        # DDP syncs gradients only for work done through its own forward; reaching inside it would
+        # silently train each rank alone. Wrap a module whose forward calls this function
+        # (modeling.LetterHead) and hand that to DDP.
+        raise TypeError(
+            "letter_logits got a DistributedDataParallel model; wrap a module that calls it instead"
+        )
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
+
+
+def letter_logits(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, letter_ids: tuple[int, int]
+) -> torch.Tensor:
+    """Next-token logits of the two letters at each row's last real token: [B, L] inputs -> [B, 2] float32."""
+    causal_lm = _causal_lm(model)
+    lm_head = causal_lm.get_output_embeddings()
+    if hasattr(lm_head, "base_layer"):
+        raise ValueError("lm_head carries an adapter, which letter_logits would bypass; leave it untargeted")
+    decoder = causal_lm.get_decoder()  # `.model` of a *ForCausalLM
+    hidden = decoder(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).last_hidden_state  # [B, L, H]
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    last = hidden[rows, last_token_index(attention_mask)]  # [B, H]
+    index = torch.tensor(letter_ids, device=lm_head.weight.device)
+    weight = lm_head.weight.index_select(0, index)  # [2, H]
+    bias = lm_head.bias.index_select(0, index) if lm_head.bias is not None else None
+    # Two dot products per row cost nothing, so they run in fp32 even under autocast: the loss sees
+    # logits at full precision.
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        logits = last.float() @ weight.float().T
+        if bias is not None:
+            logits = logits + bias.float()
+    return logits

@@ -1,0 +1,110 @@
+"""Merge a LoRA adapter into its backbone and prove on a probe batch that nothing changed.
+
+    python -m arena_assets.ranker.merger --config merge.json
+
+Writes a safetensors model directory that `AutoModelForCausalLM.from_pretrained` loads (with the
+tokenizer), atomically, with `parity.json` and `manifest.json`. Fails if the merged model's letter logits
+differ from the adapter model's by more than the tolerance, or if the disk cannot hold the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from peft import PeftModel
+from transformers import AutoTokenizer
+
+from arena_assets.ranker.artifacts import atomic_directory, directory_size_bytes, file_sha256, write_manifest
+from arena_assets.ranker.config import MergeConfig, config_to_dict, load_config
+from arena_assets.ranker.data import encode_frame, read_pairs
+from arena_assets.ranker.modeling import LetterHead, load_backbone, resolve_dtype
+from arena_assets.ranker.pipes import path_value, pipes_reporter
+from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
+from arena_assets.ranker.scorer import score_sequences
+
+# Built-in probe when no probe file is given: several scripts, so tokenization paths are all exercised.
+PROBE_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("What is the capital of France?", "Paris is the capital of France.", "I am not sure, sorry."),
+    ("Объясни, что такое фотосинтез.", "Конечно: растения превращают свет в энергию.", "Извините, не знаю."),
+    ("用一句话介绍长城。", "当然，长城是中国古代的防御工程。", "抱歉，我无法回答。"),
+    ("¿Cómo se dice 'gracias' en alemán?", "Se dice 'danke'.", "No estoy seguro."),
+)
+DEFAULT_ATOL = {torch.float32: 1e-4, torch.bfloat16: 0.15, torch.float16: 0.05}
+
+
+def probe_frame(config: MergeConfig) -> pd.DataFrame:
+    """Rows for the parity probe: the first `probe_rows` of `probe_path`, or the built-in pairs."""
+    if config.probe_path:
+        return read_pairs(config.probe_path).head(config.probe_rows)
+    return pd.DataFrame(PROBE_PAIRS, columns=["prompt", "response_a", "response_b"])
+
+
+def check_free_disk(output_dir: Path, needed_bytes: int) -> None:
+    """Fail before writing when the target filesystem cannot hold the merged model (10% headroom)."""
+    target = output_dir.parent
+    target.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(target).free
+    if free < needed_bytes * 1.1:
+        raise OSError(f"{target}: {free / 2**30:.1f} GiB free, the merged model needs about "
+                      f"{needed_bytes * 1.1 / 2**30:.1f} GiB. Free space or set output_dir elsewhere.")
+
+
+def merge(config: MergeConfig) -> dict[str, Any]:
+    """Merge, check parity, save; returns the parity report."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = resolve_dtype(config.precision, device)
+    with pipes_reporter(is_main_process=True) as reporter:
+        tokenizer = AutoTokenizer.from_pretrained(config.adapter_dir)
+        template = PromptTemplate.from_tokenizer(tokenizer)
+        letters = letter_token_ids(tokenizer)
+        model = PeftModel.from_pretrained(
+            load_backbone(config.backbone, dtype=dtype, device=device, use_liger="off"), config.adapter_dir
+        ).eval()
+        encoded = encode_frame(template, probe_frame(config), max_length=config.max_length, rebalance=True)
+
+        def probe(module: torch.nn.Module) -> torch.Tensor:
+            return torch.from_numpy(score_sequences(
+                LetterHead(module, letters).eval(), encoded.input_ids, pad_token_id=tokenizer.pad_token_id,
+                token_budget=len(encoded.input_ids) * config.max_length, max_batch_rows=len(encoded.input_ids),
+                device=device))
+
+        adapter_logits = probe(model)
+        merged = model.merge_and_unload()
+        merged_logits = probe(merged)
+        diff = float((adapter_logits - merged_logits).abs().max())
+        atol = config.parity_atol or DEFAULT_ATOL[dtype]
+        report = {"max_abs_logit_diff": diff, "atol": atol, "probe_rows": len(encoded.input_ids),
+                  "dtype": str(dtype).removeprefix("torch."), "parity_passed": diff <= atol}
+        reporter.info(f"merge parity: max |adapter - merged| = {diff:.3g} (tolerance {atol:g})")
+        if diff > atol:
+            raise RuntimeError(f"merged model differs from the adapter model by {diff:.3g} > {atol:g} on the "
+                               f"probe batch; the merge of {config.adapter_dir} is wrong. Not saving it.")
+        output_dir = Path(config.output_dir)
+        check_free_disk(output_dir, sum(p.numel() * p.element_size() for p in merged.parameters()))
+        with atomic_directory(output_dir) as tmp:
+            merged.save_pretrained(tmp, safe_serialization=True, max_shard_size=config.max_shard_size)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "parity.json").write_text(json.dumps(report, indent=2))
+            write_manifest(tmp, config=config_to_dict(config),
+                           inputs={"adapter": file_sha256(Path(config.adapter_dir) / "adapter_model.safetensors")},
+                           extra={"kind": "merged_model"})
+        report["model_size_gb"] = directory_size_bytes(output_dir) / 2**30
+        reporter.report_materialization({**report, "model_dir": path_value(output_dir)})
+        return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="MergeConfig as JSON or YAML")
+    args = parser.parse_args(argv)
+    merge(load_config(MergeConfig, args.config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Loading the backbone and the training fast paths: dtypes, attention, liger kernels, recompute, masters."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from arena_assets.ranker.head import letter_logits
+
+log = logging.getLogger(__name__)
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """bf16 on a GPU that supports it under `auto`, fp32 on the CPU."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def resolve_attention(requested: str, device: torch.device) -> str:
+    """FlashAttention 2 when installed on a GPU under `auto`, otherwise PyTorch SDPA."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def liger_enabled(use_liger: str, device: torch.device) -> bool:
+    """Whether liger-kernel's Triton kernels apply: `on` requires them, `auto` uses them on CUDA if installed."""
+    installed = importlib.util.find_spec("liger_kernel") is not None
+    if use_liger == "on" and not installed:
+        raise RuntimeError("use_liger='on' but liger-kernel is not installed: pip install 'arena-assets[gpu]'")
+    return use_liger != "off" and installed and device.type == "cuda"
+
+
+def load_backbone(
+    path: str, *, dtype: torch.dtype, device: torch.device, attn_implementation: str = "auto",
+    use_liger: str = "auto",
+) -> PreTrainedModel:
+    """A causal LM from a Hugging Face directory, on `device`, with the chosen kernels."""
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, attn_implementation=resolve_attention(attn_implementation, device)
+    )
+    if liger_enabled(use_liger, device):
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+        # Only the elementwise kernels: the loss never touches full-vocabulary logits, so the fused
+        # cross-entropy kernels have nothing to do here.
+        _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                        fused_linear_cross_entropy=False)
+        model.arena_liger = True
+    return model.to(device)
+
+
+def apply_gradient_checkpointing(model: PreTrainedModel, share: float) -> int:
+    """Recompute activations in the first `share` of decoder layers; returns how many layers recompute."""
+    layers = _decoder_layers(model)
+    count = round(share * len(layers))
+    if count == 0:
+        return 0
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for layer in layers[count:]:
+        layer.gradient_checkpointing = False
+    return count
+
+
+def _decoder_layers(model: Any) -> list[torch.nn.Module]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return list(base.model.layers)
+
+
+def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
+    """One log line saying which fast paths are on."""
+    layers = _decoder_layers(model)
+    recompute = sum(bool(getattr(layer, "gradient_checkpointing", False)) for layer in layers)
+    adapter_dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" in n)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return (
+        f"fast paths: compute {str(dtype).removeprefix('torch.')}, adapters in "
+        f"{str(adapter_dtype).removeprefix('torch.')}"
+        f"{' with fp32 master weights' if adapter_dtype != torch.float32 else ''}, "
+        f"recompute {recompute}/{len(layers)} layers, attention {base.config._attn_implementation}, "
+        f"liger {'on' if getattr(base, 'arena_liger', False) else 'off'}"
+    )
+
+
+class LetterHead(torch.nn.Module):
+    """Wraps a (peft) causal LM so that forward returns the two letter logits [B, 2].
+
+    DDP hooks run on a module's forward, so the letter head itself is the module accelerate wraps.
+    """
+
+    def __init__(self, model: torch.nn.Module, letter_ids: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        self.letter_ids = letter_ids
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return letter_logits(self.model, input_ids, attention_mask, self.letter_ids)
+
+
+class MasterWeights:
+    """fp32 master copies of low-precision trainable parameters.
+
+    The model computes with bf16 adapters; the optimizer steps the fp32 copies, which are copied back after
+    each step, so small updates are not lost to bf16 rounding.
+    """
+
+    def __init__(self, named_params: list[tuple[str, torch.nn.Parameter]]) -> None:
+        self.model_params = [p for _, p in named_params]
+        self.names = [n for n, _ in named_params]
+        self.masters = [torch.nn.Parameter(p.detach().float().clone()) for p in self.model_params]
+
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(zip(self.names, self.masters, strict=True))
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        return iter(self.masters)
+
+    def grads_to_master(self) -> None:
+        """Move the model's gradients onto the masters, in fp32."""
+        for master, param in zip(self.masters, self.model_params, strict=True):
+            master.grad = None if param.grad is None else param.grad.float()
+            param.grad = None
+
+    def master_to_model(self) -> None:
+        """Copy the updated masters back into the model's parameters."""
+        with torch.no_grad():
+            for master, param in zip(self.masters, self.model_params, strict=True):
+                param.copy_(master)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: m.detach().clone() for n, m in zip(self.names, self.masters, strict=True)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, master in zip(self.names, self.masters, strict=True):
+                master.copy_(state[name])
+        self.master_to_model()

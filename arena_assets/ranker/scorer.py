@@ -1,0 +1,182 @@
+"""A/B letter logits for a parquet of pairs, in both orders, with no gradients.
+
+    accelerate launch -m arena_assets.ranker.scorer --config score.json
+    python -m arena_assets.ranker.scorer --config score.json
+
+Writes `<output_dir>/logits.parquet` with `id, a_logit, b_logit, a_logit_swapped, b_logit_swapped` (the
+swapped columns are the letter logits when response_b is shown as A: `a_logit_swapped` is evidence for the
+original response_b). Rows are scored in shards of `rows_per_shard` under `<output_dir>/shards/`, each
+written atomically, so a killed run restarts without redoing finished shards. With several processes,
+shard k belongs to rank k mod N; rank 0 merges the shards and writes `manifest.json` last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from transformers import AutoTokenizer
+
+from arena_assets.ranker.artifacts import atomic_write_parquet, file_sha256, write_manifest
+from arena_assets.ranker.collate import collate_rows
+from arena_assets.ranker.config import ScoreConfig, config_to_dict, load_config
+from arena_assets.ranker.data import encode_frame, read_pairs
+from arena_assets.ranker.modeling import LetterHead, load_backbone, resolve_dtype
+from arena_assets.ranker.pipes import path_value, pipes_reporter
+from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
+
+OUTPUT_NAME = "logits.parquet"
+LOGIT_COLUMNS = ("a_logit", "b_logit", "a_logit_swapped", "b_logit_swapped")
+
+
+def length_sorted_batches(lengths: list[int], *, token_budget: int, max_batch_rows: int) -> list[list[int]]:
+    """Row indices grouped longest-first so each batch's padded size stays within `token_budget`."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        width = lengths[current[0]] if current else lengths[index]
+        if current and ((len(current) + 1) * width > token_budget or len(current) >= max_batch_rows):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@torch.no_grad()
+def score_sequences(
+    head: torch.nn.Module,
+    input_ids: list[list[int]],
+    *,
+    pad_token_id: int,
+    token_budget: int,
+    max_batch_rows: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Letter logits [N, 2] (float32) for encoded sequences, in their original order."""
+    out = np.zeros((len(input_ids), 2), dtype=np.float32)
+    lengths = [len(ids) for ids in input_ids]
+    for batch_rows in length_sorted_batches(lengths, token_budget=token_budget, max_batch_rows=max_batch_rows):
+        batch = collate_rows([{"input_ids": input_ids[i]} for i in batch_rows], pad_token_id=pad_token_id)
+        logits = head(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        out[batch_rows] = logits.float().cpu().numpy()
+    return out
+
+
+def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[LetterHead, Any]:
+    """The model (merged, or backbone plus adapter) as a letter head in eval mode, and its tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(config.adapter_dir or config.model)
+    model = load_backbone(config.model, dtype=resolve_dtype(config.precision, device), device=device,
+                          attn_implementation=config.attn_implementation, use_liger=config.use_liger)
+    if config.adapter_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, config.adapter_dir)
+    head = LetterHead(model, letter_token_ids(tokenizer)).eval()
+    return head, tokenizer
+
+
+def score(config: ScoreConfig) -> dict[str, Any]:
+    """Score every row of `input_path` (both orders unless disabled) into `output_dir`."""
+    # Precision is the ranker's own (weights loaded in the compute dtype), not accelerate's autocast.
+    accelerator = Accelerator(mixed_precision="no")
+    output_dir = Path(config.output_dir)
+    shard_dir = output_dir / "shards"
+    with pipes_reporter(is_main_process=accelerator.is_main_process) as reporter:
+        start = time.perf_counter()
+        frame = read_pairs(config.input_path, required=(config.id_column, "prompt", "response_a", "response_b"))
+        frame["id"] = frame[config.id_column].astype(str)
+        if frame["id"].duplicated().any():
+            raise ValueError(f"{config.input_path}: column {config.id_column!r} has duplicates; each row needs a "
+                             "unique id (set id_column)")
+        fingerprint = file_sha256(Path(config.input_path))
+        _reset_if_input_changed(shard_dir, fingerprint, accelerator)
+        head, tokenizer = load_scoring_head(config, accelerator.device)
+        template = PromptTemplate.from_tokenizer(tokenizer)
+
+        shard_count = -(-len(frame) // config.rows_per_shard)
+        mine = [k for k in range(shard_count) if k % accelerator.num_processes == accelerator.process_index]
+        rows_scored = tokens = 0
+        for k in mine:
+            path = shard_dir / f"shard-{k:05d}.parquet"
+            if path.is_file():
+                continue
+            part = frame.iloc[k * config.rows_per_shard : (k + 1) * config.rows_per_shard]
+            result = pd.DataFrame({"id": part["id"].astype(str).to_numpy()})
+            orders = (False, True) if config.both_orders else (False,)
+            for swapped in orders:
+                encoded = encode_frame(template, part, max_length=config.max_length,
+                                       rebalance=config.rebalance_truncation, swapped=swapped)
+                logits = score_sequences(head, encoded.input_ids, pad_token_id=tokenizer.pad_token_id,
+                                         token_budget=config.token_budget, max_batch_rows=config.max_batch_rows,
+                                         device=accelerator.device)
+                suffix = "_swapped" if swapped else ""
+                result[f"a_logit{suffix}"], result[f"b_logit{suffix}"] = logits[:, 0], logits[:, 1]
+                tokens += int(encoded.lengths.sum())
+            atomic_write_parquet(result, path)
+            rows_scored += len(part)
+            reporter.info(f"shard {k + 1}/{shard_count}: {len(part)} rows")
+        seconds = time.perf_counter() - start
+        totals = accelerator.gather(torch.tensor([rows_scored, tokens], device=accelerator.device).view(1, 2))
+        accelerator.wait_for_everyone()
+        metrics: dict[str, Any] = {}
+        if accelerator.is_main_process:
+            rows_scored, tokens = (int(x) for x in totals.view(-1, 2).sum(0).tolist())
+            merged = _merge_shards(shard_dir, shard_count, frame, config.both_orders)
+            atomic_write_parquet(merged, output_dir / OUTPUT_NAME)
+            metrics = {
+                "rows": len(merged),
+                "rows_scored_this_run": rows_scored,
+                "shards": shard_count,
+                "scoring_tokens_per_second": tokens / max(seconds, 1e-9),
+                "wall_seconds": seconds,
+                "finite": bool(np.isfinite(merged[[c for c in LOGIT_COLUMNS if c in merged]].to_numpy()).all()),
+            }
+            (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            write_manifest(output_dir, config=config_to_dict(config), inputs={"input": fingerprint},
+                           extra={"kind": "letter_logits"})
+            reporter.report_materialization({**metrics, "logits_path": path_value(output_dir / OUTPUT_NAME)})
+        accelerator.wait_for_everyone()
+        return metrics
+
+
+def _reset_if_input_changed(shard_dir: Path, fingerprint: str, accelerator: Accelerator) -> None:
+    """Shards from another input file must not be reused."""
+    marker = shard_dir / "input.sha256"
+    if accelerator.is_main_process:
+        if marker.is_file() and marker.read_text() != fingerprint:
+            for stale in shard_dir.glob("shard-*.parquet"):
+                stale.unlink()
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fingerprint)
+    accelerator.wait_for_everyone()
+
+
+def _merge_shards(shard_dir: Path, shard_count: int, frame: pd.DataFrame, both_orders: bool) -> pd.DataFrame:
+    parts = [pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(shard_count)]
+    merged = pd.concat(parts, ignore_index=True)
+    expected = frame["id"].astype(str).to_numpy()
+    if len(merged) != len(expected) or not (merged["id"].to_numpy() == expected).all():
+        raise RuntimeError(f"{shard_dir}: shards do not cover the input rows exactly once; delete the directory "
+                           "and score again")
+    return merged
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="ScoreConfig as JSON or YAML")
+    args = parser.parse_args(argv)
+    score(load_config(ScoreConfig, args.config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Readers for the WSDM Cup files: `train.parquet` (labelled) and `test.parquet` (every row kept).
+
+Train drops, each row counted once under the first that applies:
+  tie (winner starts with "tie"), bad_label (winner null or not model_a/model_b), null_text, empty_text
+  (whitespace-only), identical_responses, duplicate (repeated id, or repeated prompt + responses; first kept).
+Test drops nothing, because a submission needs every id. Null text becomes "" and odd rows are counted in
+`ReadResult.notes` instead: null_text, empty_text, identical_responses, duplicate (content repeated).
+A repeated or null test id is a ReaderError.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from arena_assets.readers.common import (
+    TEXT_COLUMNS,
+    ColumnKind,
+    as_paths,
+    clean_text,
+    drop_unusable_text,
+    drop_where,
+    duplicate_mask,
+    empty_text_mask,
+    identical_responses_mask,
+    ids_as_str,
+    null_text_mask,
+    read_parquet,
+    to_canonical,
+)
+from arena_assets.readers.schema import WINNERS, DropReason, ReaderError, ReadResult
+
+TRAIN_COLUMNS: dict[str, ColumnKind] = {
+    "id": "id",
+    "prompt": "text",
+    "response_a": "text",
+    "response_b": "text",
+    "winner": "text",
+    "model_a": "text",
+    "model_b": "text",
+    "language": "text",
+}
+TEST_COLUMNS: dict[str, ColumnKind] = {
+    "id": "id",
+    "prompt": "text",
+    "response_a": "text",
+    "response_b": "text",
+    "scored": "bool",
+}
+# The published test file has none of these, but a file that does keeps them (e.g. per-language scores).
+TEST_OPTIONAL: dict[str, ColumnKind] = {"model_a": "text", "model_b": "text", "language": "text"}
+
+
+def _read_files(files: list[Path], columns: dict[str, ColumnKind], source: str, **kw: object) -> pd.DataFrame:
+    frames = []
+    for path in files:
+        frame = read_parquet(path, columns, source, **kw)
+        frame["id"] = ids_as_str(path, frame["id"])
+        frame["_file"] = str(path)
+        frame["_row"] = range(len(frame))
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    for column in TEXT_COLUMNS:
+        frame[column] = clean_text(frame[column])
+    return frame
+
+
+def read_wsdm_train(paths: Path | Sequence[Path]) -> ReadResult:
+    """Read WSDM train parquet file(s) into the canonical frame, dropping unusable rows by reason."""
+    files = as_paths(paths)
+    frame = _read_files(files, TRAIN_COLUMNS, "wsdm_train")
+    rows_read = len(frame)
+    drops: Counter[str] = Counter()
+    winner = frame["winner"].astype("str").str.strip()
+    frame = drop_where(frame, winner.str.lower().str.startswith("tie").fillna(False), DropReason.TIE, drops)
+    frame = drop_where(frame, ~winner.loc[frame.index].isin(WINNERS), DropReason.BAD_LABEL, drops)
+    frame["winner"] = winner.loc[frame.index]
+    frame = drop_unusable_text(frame, drops)
+    return ReadResult(to_canonical(frame, "wsdm_train"), files, rows_read, drops)
+
+
+def read_wsdm_test(paths: Path | Sequence[Path]) -> ReadResult:
+    """Read WSDM test parquet file(s), keeping every row (winner null) plus the `scored` column."""
+    files = as_paths(paths)
+    frame = _read_files(files, TEST_COLUMNS, "wsdm_test", optional=TEST_OPTIONAL)
+    repeated = frame["id"].duplicated(keep="first").to_numpy()
+    if repeated.any():
+        first = frame.iloc[int(repeated.argmax())]
+        raise ReaderError(
+            first["_file"],
+            f"id {first['id']!r} appears more than once (in the files given)",
+            "A submission needs one row per id: remove the repeated rows or pass each test file once.",
+            column="id",
+            row=int(first["_row"]),
+        )
+    notes: Counter[str] = Counter()
+    notes[DropReason.NULL_TEXT.value] = int(null_text_mask(frame).sum())
+    for column in TEXT_COLUMNS:
+        frame[column] = frame[column].fillna("")
+    notes[DropReason.EMPTY_TEXT.value] = int(empty_text_mask(frame).sum()) - notes[DropReason.NULL_TEXT.value]
+    notes[DropReason.IDENTICAL_RESPONSES.value] = int(identical_responses_mask(frame).sum())
+    notes[DropReason.DUPLICATE.value] = int(duplicate_mask(frame, by_id=False).sum())
+    frame["winner"] = None
+    canonical = to_canonical(frame, "wsdm_test", extra=("scored",))
+    return ReadResult(canonical, files, len(frame), Counter(), +notes)
