@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from arena_assets.readers import LMSYS_SOURCES, READERS, read_source
 from arena_assets.readers.schema import MultiTurnPolicy, ReaderError
@@ -15,23 +16,22 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2  # argparse uses 2 for usage errors too: "your input cannot be used"
 
 
-def _print_table(summary: dict[str, object]) -> None:
-    """A readable report of one validation."""
-    files = [str(f) for f in summary["files"]]  # type: ignore[attr-defined]
-    print(f"source     {summary['source']}")
-    print(f"files      {files[0]}")
-    for name in files[1:]:
-        print(f"           {name}")
-    print(f"rows read  {summary['rows_read']:>9,}")
-    print(f"rows kept  {summary['rows_kept']:>9,}")
+def _print_table(summary: dict[str, Any]) -> None:
+    """A readable report of one validation: counts right-aligned in one column."""
+    rows: list[tuple[str, int | None]] = [
+        ("rows read", summary["rows_read"]),
+        ("rows kept", summary["rows_kept"]),
+    ]
     for title in ("drops", "notes"):
-        counts: dict[str, int] = summary[title]  # type: ignore[assignment]
-        if not counts:
-            continue
-        print(f"{title}:")
-        width = max(len(k) for k in counts)
-        for reason, count in counts.items():
-            print(f"  {reason:<{width}}  {count:>9,}")
+        if summary[title]:
+            rows.append((f"{title}:", None))
+            rows.extend((f"  {reason}", count) for reason, count in summary[title].items())
+    width = max(len(label) for label, _ in rows)
+    print(f"{'source':<{width}}  {summary['source']}")
+    for i, name in enumerate(summary["files"]):
+        print(f"{'files' if i == 0 else '':<{width}}  {name}")
+    for label, count in rows:
+        print(label if count is None else f"{label:<{width}}  {count:>10,}")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

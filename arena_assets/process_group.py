@@ -4,11 +4,14 @@
 signalling the launcher's process group alone can miss them once the launcher is gone. We therefore track
 the tree through /proc (descendants by parent pid, plus everything in the child's session or group, each
 remembered by pid and start time so a reused pid is never signalled) and end all of it: SIGTERM, a grace
-period, SIGKILL. Without /proc (macOS) only the child's process group is signalled.
+period, SIGKILL. Not tracked: a process that moves to a session of its own and loses its parent between two
+scans (every 2 s while waiting, and at termination). Without /proc (macOS) only the child's process group
+is signalled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,7 +39,8 @@ class SessionProcess:
     def __init__(self, cmd: Sequence[str], *, env: Mapping[str, str], grace_seconds: float) -> None:
         self.cmd = list(cmd)
         self.grace_seconds = grace_seconds
-        self.ended_pids: list[int] = []
+        self.terminated_pids: set[int] = set()  # got SIGTERM
+        self.killed_pids: set[int] = set()  # still alive after the grace period: got SIGKILL
         self._env = dict(env)
         self._members: dict[int, int] = {}  # pid -> start time, every process seen in the tree
         self._tail: deque[bytes] = deque()
@@ -69,27 +73,28 @@ class SessionProcess:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.ended_pids = self.terminate()
+        self.terminate()
         if self._tee is not None:
             # A survivor we could not see (no /proc) may hold the pipe open; don't wait on it for long.
             self._tee.join(timeout=5.0)
 
-    def terminate(self) -> list[int]:
-        """End every live process of the tree (SIGTERM, grace, SIGKILL); returns the pids signalled."""
-        signalled: set[int] = set()
+    def terminate(self) -> None:
+        """End every live process of the tree: SIGTERM, up to `grace_seconds`, then SIGKILL."""
         try:
             deadline = time.monotonic() + self.grace_seconds
-            while self._signal_alive(signal.SIGTERM, signalled) and time.monotonic() < deadline:
+            while self._signal_alive(signal.SIGTERM, self.terminated_pids) and time.monotonic() < deadline:
                 time.sleep(_POLL_SECONDS)
         finally:
             # Also reached when a second interruption arrives during the grace period: kill at once.
             for _ in range(50):
-                if not self._signal_alive(signal.SIGKILL, signalled):
+                if not self._signal_alive(signal.SIGKILL, self.killed_pids):
                     break
                 time.sleep(_POLL_SECONDS)
             if self._proc is not None and self._proc.poll() is None:
-                self._proc.wait(timeout=5.0)
-        return sorted(signalled)
+                # A process stuck in the kernel (a hung GPU driver call) dies only when that call returns;
+                # don't let waiting for it replace the exception that brought us here.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=5.0)
 
     def stderr_tail(self, lines: int = 50) -> str:
         """The child's last `lines` stderr lines (progress-bar redraws split on carriage returns)."""

@@ -6,7 +6,7 @@ import os
 import re
 import shlex
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,12 @@ from arena_assets.settings import Settings, load_settings
 
 # Exceptions the launchers raise about a failed rank; the rank's own exception is more useful in a headline.
 _WRAPPER_ERRORS = ("CalledProcessError", "ChildFailedError")
-_EXCEPTION_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\w*)\b(:.*)?$")
+# `ValueError: ...`, also as torchrun prefixes it (`[rank0]: ValueError: ...`).
+_EXCEPTION_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?"
+                             r"([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\w*)(?::|$)")
 
 
-class MixedPrecision(str, Enum):
+class MixedPrecision(StrEnum):
     """accelerate's --mixed_precision (an Enum because Dagster config has no Literal type)."""
 
     no = "no"
@@ -42,7 +44,8 @@ class ArenaSettingsResource(dg.ConfigurableResource):
 
     def settings(self) -> Settings:
         """The Settings with this resource's non-empty fields as overrides."""
-        return load_settings(**{name: value for name, value in self.model_dump().items() if value is not None})
+        overrides = {name: value for name, value in self.model_dump().items() if value is not None}
+        return load_settings(**overrides)
 
 
 class AccelerateLauncher(dg.ConfigurableResource):
@@ -129,9 +132,12 @@ class AccelerateLauncher(dg.ConfigurableResource):
                 except BaseException as exc:  # KeyboardInterrupt, DagsterExecutionInterruptedError, ...
                     context.log.warning(f"{type(exc).__name__}: ending the process tree of {module} "
                                         f"(SIGTERM, {self.termination_grace_seconds:g} s, SIGKILL)")
+                    child.terminate()
+                    context.log.warning(f"ended {len(child.terminated_pids)} processes of {module}; "
+                                        f"SIGKILL needed for {sorted(child.killed_pids) or 'none'}")
                     raise
-            if code == 0 and child.ended_pids:
-                context.log.warning(f"{module} left processes {child.ended_pids} running; ended them")
+            if code == 0 and child.terminated_pids:
+                context.log.warning(f"{module} left {sorted(child.terminated_pids)} running; ended them")
             if code != 0:
                 tail = child.stderr_tail()
                 raise dg.Failure(
@@ -172,4 +178,5 @@ def _failure_description(module: str, code: int, tail: str) -> str:
         if match and not match.group(1).endswith(_WRAPPER_ERRORS):
             headline = line.strip()
             break
-    return f"{module} exited with code {code}: {headline or '(no exception in stderr)'}\n\nstderr tail:\n{tail}"
+    headline = headline or "(no exception line in stderr)"
+    return f"{module} exited with code {code}: {headline}\n\nstderr tail:\n{tail}"

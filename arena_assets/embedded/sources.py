@@ -14,23 +14,31 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from arena_assets.embedded.pairs import Pair, generate_pairs
 from arena_assets.embedded.sample_data import (
     AWKWARD,
     ESCAPED_JSON_SHARE,
     LMSYS_33K_DUPLICATES,
     ROWS,
     UNSCORED_TEST_SHARE,
-    Pair,
-    assign_kinds,
-    make_pair,
 )
 from arena_assets.embedded.vocab import LMSYS_MODELS, OPEN_MODELS, WSDM_MODELS
 
 OPEN_VERSIONS = ("v1", "v2", "v3")
+OPEN_COLUMNS = ("id", "prompt", "response_a", "response_b", "model_a", "model_b", "language")
+WSDM_TRAIN_COLUMNS = ("id", "prompt", "response_a", "response_b", "winner", "model_a", "model_b", "language")
+WSDM_TEST_COLUMNS = ("id", "prompt", "response_a", "response_b", "scored")
 LMSYS_COLUMNS = (
-    "id", "model_a", "model_b", "prompt", "response_a", "response_b",
-    "winner_model_a", "winner_model_b", "winner_tie",
-)  # fmt: skip
+    "id",
+    "model_a",
+    "model_b",
+    "prompt",
+    "response_a",
+    "response_b",
+    "winner_model_a",
+    "winner_model_b",
+    "winner_tie",
+)
 
 
 @dataclass
@@ -75,36 +83,25 @@ def _int_ids(
     return ids
 
 
-def _pairs(rng: np.random.Generator, rows: int, shares: dict[str, float]) -> list[Pair]:
-    """Rows of the given awkward shares; repeated_prompt rows reuse an earlier plain row's prompt."""
-    kinds = assign_kinds(rng, rows, shares)
-    pairs: dict[int, Pair] = {i: make_pair(rng, k) for i, k in enumerate(kinds) if k != "repeated_prompt"}
-    plain = [i for i, kind in enumerate(kinds) if kind == "plain"]
-    for i, kind in enumerate(kinds):
-        if kind == "repeated_prompt":
-            src = pairs[plain[int(rng.integers(len(plain)))]]
-            pairs[i] = make_pair(rng, kind, language=src.language, topic=src.topic, prompt=src.prompt)
-    return [pairs[i] for i in range(rows)]
-
-
 def _single(turns: list[str | None]) -> str:
     (text,) = turns  # WSDM and open-model pairs are single-turn
     return text or ""
 
 
-def _stats(pairs: list[Pair], **extra: int) -> dict[str, int]:
+def _stats(pairs: list[Pair], *, labelled: bool = True, **extra: int) -> dict[str, int]:
+    """Rows, awkward rows by kind and, where the file has labels, flipped labels and the A share."""
     kinds = Counter(p.kind for p in pairs if p.kind != "plain")
-    return {
-        "rows": len(pairs),
-        **dict(sorted(kinds.items())),
+    labels = {
         "label_noise": sum(p.noisy for p in pairs),
         "winner_model_a": sum(p.winner == "model_a" for p in pairs),
-        **extra,
     }
+    return {"rows": len(pairs), **dict(sorted(kinds.items())), **(labels if labelled else {}), **extra}
 
 
-def _wsdm_frame(rng: np.random.Generator, pairs: list[Pair]) -> pd.DataFrame:
-    models = [_model_pair(rng, WSDM_MODELS) for _ in pairs]
+def _wsdm_frame(
+    rng: np.random.Generator, pairs: list[Pair], model_names: tuple[str, ...] = WSDM_MODELS
+) -> pd.DataFrame:
+    models = [_model_pair(rng, model_names) for _ in pairs]
     return pd.DataFrame(
         {
             "prompt": [_single(p.prompt) for p in pairs],
@@ -118,8 +115,10 @@ def _wsdm_frame(rng: np.random.Generator, pairs: list[Pair]) -> pd.DataFrame:
     )
 
 
-def _lmsys_frame(rng: np.random.Generator, pairs: list[Pair], ids: list[int]) -> tuple[pd.DataFrame, int]:
-    """The LMSYS layout: JSON lists of turns as strings, one-hot winner; also how many rows escape JSON."""
+def _lmsys_frame(
+    rng: np.random.Generator, pairs: list[Pair], ids: list[int]
+) -> tuple[pd.DataFrame, set[int]]:
+    """The LMSYS layout: JSON lists of turns as strings, one-hot winner; also the rows with escaped JSON."""
     escaped = set(rng.permutation(len(pairs))[: round(ESCAPED_JSON_SHARE * len(pairs))].tolist())
     models = [_model_pair(rng, LMSYS_MODELS) for _ in pairs]
 
@@ -139,7 +138,7 @@ def _lmsys_frame(rng: np.random.Generator, pairs: list[Pair], ids: list[int]) ->
             "winner_tie": [int(p.winner == "tie") for p in pairs],
         }
     )
-    return frame, len(escaped)
+    return frame[list(LMSYS_COLUMNS)], escaped
 
 
 def _lmsys_stats(pairs: list[Pair], escaped: int, **extra: int) -> dict[str, int]:
@@ -158,53 +157,55 @@ def generate_sample_data(seed: int) -> SampleData:
     all_pairs: list[Pair] = []
 
     rng = _rng(seed, "wsdm_train")
-    pairs = _pairs(rng, ROWS["wsdm_train"], AWKWARD["wsdm_train"])
+    pairs = generate_pairs(rng, ROWS["wsdm_train"], AWKWARD["wsdm_train"])
     wsdm_train = _wsdm_frame(rng, pairs)
     wsdm_train.insert(0, "id", _hex_ids(rng, len(pairs)))
+    wsdm_train = wsdm_train[list(WSDM_TRAIN_COLUMNS)]
     stats["wsdm_train"] = _stats(pairs)
     all_pairs += pairs
 
     rng = _rng(seed, "wsdm_test")
-    pairs = _pairs(rng, ROWS["wsdm_test"], AWKWARD["wsdm_test"])
+    pairs = generate_pairs(rng, ROWS["wsdm_test"], AWKWARD["wsdm_test"])
     frame = _wsdm_frame(rng, pairs)
     ids = np.asarray(_int_ids(rng, len(pairs), high=1_000_000), dtype="int64")
     scored = np.ones(len(pairs), dtype=bool)
     scored[rng.permutation(len(pairs))[: round(UNSCORED_TEST_SHARE * len(pairs))]] = False
-    wsdm_test = pd.DataFrame(
-        {"id": ids, "prompt": frame["prompt"], "response_a": frame["response_a"],
-         "response_b": frame["response_b"], "scored": scored}
-    )  # fmt: skip
+    wsdm_test = frame[["prompt", "response_a", "response_b"]].assign(scored=scored)
+    wsdm_test.insert(0, "id", ids)
+    wsdm_test = wsdm_test[list(WSDM_TEST_COLUMNS)]
     wsdm_test_labels = pd.DataFrame({"id": ids, "winner": frame["winner"]})
     stats["wsdm_test"] = _stats(pairs, unscored=int((~scored).sum()))
     all_pairs += pairs
 
     rng = _rng(seed, "lmsys_55k")
-    pairs = _pairs(rng, ROWS["lmsys_55k"], AWKWARD["lmsys"])
-    lmsys_55k, escaped = _lmsys_frame(rng, pairs, _int_ids(rng, len(pairs)))
-    stats["lmsys_55k"] = _lmsys_stats(pairs, escaped)
-    all_pairs += pairs
+    pairs_55k = generate_pairs(rng, ROWS["lmsys_55k"], AWKWARD["lmsys"])
+    lmsys_55k, escaped_55k = _lmsys_frame(rng, pairs_55k, _int_ids(rng, len(pairs_55k)))
+    stats["lmsys_55k"] = _lmsys_stats(pairs_55k, len(escaped_55k))
+    all_pairs += pairs_55k
 
     rng = _rng(seed, "lmsys_33k")
-    pairs = _pairs(rng, ROWS["lmsys_33k"] - LMSYS_33K_DUPLICATES, AWKWARD["lmsys"])
+    pairs = generate_pairs(rng, ROWS["lmsys_33k"] - LMSYS_33K_DUPLICATES, AWKWARD["lmsys"])
     fresh, escaped = _lmsys_frame(rng, pairs, _int_ids(rng, len(pairs), set(lmsys_55k["id"].tolist())))
-    copied = lmsys_55k.iloc[np.sort(rng.choice(len(lmsys_55k), LMSYS_33K_DUPLICATES, replace=False))].copy()
+    rows = np.sort(rng.choice(len(lmsys_55k), LMSYS_33K_DUPLICATES, replace=False)).tolist()
+    copied = lmsys_55k.iloc[rows].copy()
     # Same conversation and votes as in the 55k file, under ids neither file uses yet.
     copied["id"] = _int_ids(rng, len(copied), set(lmsys_55k["id"].tolist()) | set(fresh["id"].tolist()))
     lmsys_33k = pd.concat([fresh, copied], ignore_index=True)
     lmsys_33k = lmsys_33k.iloc[rng.permutation(len(lmsys_33k))].reset_index(drop=True)
-    stats["lmsys_33k"] = _lmsys_stats(pairs, escaped, duplicates_of_55k=len(copied))
-    stats["lmsys_33k"]["rows"] = len(lmsys_33k)
+    escaped_total = len(escaped) + len(escaped_55k.intersection(rows))
+    stats["lmsys_33k"] = _lmsys_stats(
+        pairs + [pairs_55k[i] for i in rows], escaped_total, duplicates_of_55k=len(copied)
+    )
     all_pairs += pairs
 
     open_model_pairs = {}
     for version in OPEN_VERSIONS:
         rng = _rng(seed, f"open_{version}")
-        pairs = _pairs(rng, ROWS[f"open_{version}"], AWKWARD["open"])
-        frame = _wsdm_frame(rng, pairs).drop(columns="winner")  # the label stays hidden
+        pairs = generate_pairs(rng, ROWS[f"open_{version}"], AWKWARD["open"])
+        frame = _wsdm_frame(rng, pairs, OPEN_MODELS).drop(columns="winner")  # the label stays hidden
         frame.insert(0, "id", _hex_ids(rng, len(pairs)))
-        open_model_pairs[version] = frame[["id", "prompt", "response_a", "response_b", "model_a", "model_b",
-                                           "language"]]  # fmt: skip
-        stats[f"open_{version}"] = _stats(pairs)
+        open_model_pairs[version] = frame[list(OPEN_COLUMNS)]
+        stats[f"open_{version}"] = _stats(pairs, labelled=False)
         all_pairs += pairs
 
     corpus = [t for p in all_pairs for t in (*p.prompt, *p.response_a, *p.response_b) if t]

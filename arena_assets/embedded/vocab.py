@@ -24,6 +24,10 @@ class Language:
     prompts: tuple[str, ...]  # templates with {t} (topic name) and {w} (a topic word)
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
 def _topics(*lines: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(line.split()) for line in lines)
 
@@ -33,12 +37,12 @@ ENGLISH = Language(
     spaced=True,
     sentence_end=".",
     helpful=("certainly", "step", "example", "because", "first", "next", "specifically", "tip"),
-    unhelpful=("sorry", "unfortunately", "cannot", "unable", "unclear", "apologize", "impossible", "refuse"),
-    filler=tuple(
-        "the a this that it is are was can will often usually also very more most some many each other when "
-        "where which with without about into over under between after before during while and or but so if "
-        "its their your our one two new good important common simple useful different possible small large "
-        "part way time case people thing idea".split()
+    unhelpful=("sorry", "regret", "cannot", "unable", "unclear", "apologize", "sadly", "refuse"),
+    filler=_words(
+        "the a this that it is are was can will often usually also very more most some many each other "
+        "when where which with without about into over under between after before during while and or "
+        "but so if its their your our one two new good important common simple useful different "
+        "possible small large part way time case people thing idea"
     ),
     topics=_topics(
         "cooking recipe oven flour sugar dough kitchen salt butter",
@@ -65,13 +69,11 @@ SPANISH = Language(
     spaced=True,
     sentence_end=".",
     helpful=("claro", "ejemplo", "paso", "porque", "primero", "luego", "concretamente", "consejo"),
-    unhelpful=(
-        "lamentablemente", "siento", "imposible", "desconozco", "disculpe", "incapaz", "perdón", "rechazo",
-    ),
-    filler=tuple(
-        "el la los las un una es son está muy más también cada otro otra cuando donde con sin sobre entre "
-        "después antes durante mientras y o pero si su sus nuestro nuevo bueno importante común sencillo útil "
-        "diferente posible pequeño grande parte forma tiempo caso gente cosa idea".split()
+    unhelpful=("lástima", "siento", "imposible", "dudoso", "disculpe", "incapaz", "perdón", "rechazo"),
+    filler=_words(
+        "el la los las un una es son está muy más también cada otro otra cuando donde con sin sobre "
+        "entre después antes durante mientras y o pero si su sus nuestro nuevo bueno importante común "
+        "sencillo útil diferente posible pequeño grande parte forma tiempo caso gente cosa idea"
     ),
     topics=_topics(
         "cocina receta horno harina azúcar masa sal mantequilla",
@@ -96,15 +98,13 @@ GERMAN = Language(
     name="German",
     spaced=True,
     sentence_end=".",
-    helpful=("natürlich", "Beispiel", "Schritt", "weil", "zuerst", "danach", "konkret", "Tipp"),
-    unhelpful=(
-        "leider", "Entschuldigung", "unmöglich", "unklar", "bedauerlicherweise", "bedauere", "unfähig",
-        "verweigere",
-    ),
-    filler=tuple(
-        "der die das ein eine ist sind war kann wird oft meist auch sehr mehr einige viele jeder andere wenn "
-        "wo mit ohne über unter zwischen während und oder aber also ob sein ihr unser neu gut wichtig einfach "
-        "nützlich verschieden möglich klein groß Teil Weg Zeit Fall Leute Sache Idee".split()
+    helpful=("natürlich", "Beispiel", "Schritt", "weil", "zuerst", "danach", "konkret", "Empfehlung"),
+    unhelpful=("leider", "schade", "kaum", "unklar", "Verzeihung", "bedauere", "unfähig", "ablehnen"),
+    filler=_words(
+        "der die das ein eine ist sind war kann wird oft meist auch sehr mehr einige viele jeder "
+        "andere wenn wo mit ohne über unter zwischen während und oder aber also ob sein ihr unser neu "
+        "gut wichtig einfach nützlich verschieden möglich klein groß Teil Weg Zeit Fall Leute Sache "
+        "Idee"
     ),
     topics=_topics(
         "Kochen Rezept Ofen Mehl Zucker Teig Küche Salz Butter",
@@ -131,12 +131,19 @@ FRENCH = Language(
     sentence_end=".",
     helpful=("certainement", "exemple", "étape", "car", "premièrement", "ensuite", "précisément", "conseil"),
     unhelpful=(
-        "désolé", "malheureusement", "impossible", "incapable", "hélas", "regrette", "refuse", "excusez",
+        "désolé",
+        "malheureusement",
+        "impossible",
+        "incapable",
+        "hélas",
+        "regrette",
+        "refuse",
+        "excusez",
     ),
-    filler=tuple(
-        "le la les un une est sont était peut sera souvent aussi très plus quelques beaucoup chaque autre "
-        "quand où avec sans sur sous entre pendant et ou mais donc si son leur notre nouveau bon important "
-        "simple utile différent possible petit grand partie façon temps cas gens chose idée".split()
+    filler=_words(
+        "le la les un une est sont était peut sera souvent aussi très plus quelques beaucoup chaque "
+        "autre quand où avec sans sur sous entre pendant et ou mais donc si son leur notre nouveau bon "
+        "important simple utile différent possible petit grand partie façon temps cas gens chose idée"
     ),
     topics=_topics(
         "cuisine recette four farine sucre pâte sel beurre",
@@ -162,14 +169,12 @@ RUSSIAN = Language(
     spaced=True,
     sentence_end=".",
     helpful=("конечно", "например", "шаг", "потому", "сначала", "затем", "конкретно", "совет"),
-    unhelpful=(
-        "извините", "сожалению", "невозможно", "увы", "простите", "непонятно", "отказываюсь", "неизвестно",
-    ),
-    filler=tuple(
-        "это тот эта он она они есть был может будет часто обычно также очень более много каждый другой "
-        "когда где который с без о над под между после перед во время и или но так если их наш новый "
-        "хороший важный простой полезный разный возможный маленький большой часть способ случай люди вещь "
-        "идея".split()
+    unhelpful=("извините", "виноват", "нельзя", "увы", "простите", "непонятно", "жаль", "неясно"),
+    filler=_words(
+        "это тот эта он она они есть был может будет часто обычно также очень более много каждый "
+        "другой когда где который с без о над под между после перед во время и или но так если их наш "
+        "новый хороший важный простой полезный разный возможный маленький большой часть способ случай "
+        "люди вещь идея"
     ),
     topics=_topics(
         "кулинария рецепт духовка мука сахар тесто соль масло",
@@ -195,11 +200,11 @@ CHINESE = Language(
     spaced=False,
     sentence_end="。",
     helpful=("当然", "例如", "步骤", "因为", "首先", "然后", "具体", "建议"),
-    unhelpful=("抱歉", "遗憾", "无法", "对不起", "不清楚", "恐怕", "拒绝", "不能"),
-    filler=tuple(
-        "这个 那个 我们 他们 可以 需要 通常 也 非常 更多 一些 很多 每个 其他 时候 地方 关于 之间 之后 之前 "
-        "以及 或者 但是 所以 如果 新的 好的 重要 简单 有用 不同 可能 小 大 部分 方法 时间 情况 人们 事情 想法 "
-        "的 是 在 有".split()
+    unhelpful=("抱歉", "遗憾", "无法", "可惜", "不清楚", "恐怕", "拒绝", "不能"),
+    filler=_words(
+        "这个 那个 我们 他们 可以 需要 通常 也 非常 更多 一些 很多 每个 其他 时候 地方 关于 之间 之后 "
+        "之前 以及 或者 但是 所以 如果 新的 好的 重要 简单 有用 不同 可能 小 大 部分 方法 时间 情况 "
+        "人们 事情 想法 的 是 在 有"
     ),
     topics=_topics(
         "烹饪 食谱 烤箱 面粉 白糖 面团 盐 黄油",
@@ -225,11 +230,11 @@ JAPANESE = Language(
     spaced=False,
     sentence_end="。",
     helpful=("もちろん", "例えば", "手順", "なぜなら", "まず", "次に", "詳しく", "おすすめ"),
-    unhelpful=("申し訳", "残念", "できません", "わかりません", "すみません", "難しい", "不明", "断り"),
-    filler=tuple(
-        "これ それ 私たち 彼ら できる 必要 普通 また とても もっと いくつか たくさん それぞれ ほか とき 場所 "
-        "について 間 後 前 そして または しかし だから もし 新しい 良い 大切 簡単 便利 違う 小さい 大きい 部分 "
-        "方法 時間 場合 人 こと 考え の は が を に".split()
+    unhelpful=("申し訳", "残念", "できません", "無理", "すみません", "難しい", "不明", "断り"),
+    filler=_words(
+        "これ それ 私たち 彼ら できる 必要 普通 また とても もっと いくつか たくさん それぞれ ほか "
+        "とき 場所 について 間 後 前 そして または しかし だから もし 新しい 良い 大切 簡単 便利 違う "
+        "小さい 大きい 部分 方法 時間 場合 人 こと 考え の は が を に"
     ),
     topics=_topics(
         "料理 レシピ オーブン 小麦粉 砂糖 生地 塩 バター",
@@ -250,22 +255,48 @@ JAPANESE = Language(
     ),
 )
 
+# Helpful and unhelpful markers of a language have about the same mean length, so the mix of markers does
+# not make good responses longer or shorter in words (characters are matched exactly by the generator).
 LANGUAGES: tuple[Language, ...] = (ENGLISH, RUSSIAN, CHINESE, SPANISH, JAPANESE, GERMAN, FRENCH)
 # Share of rows per language, in LANGUAGES order; English leads as in the real WSDM data.
 LANGUAGE_WEIGHTS: tuple[float, ...] = (0.35, 0.15, 0.15, 0.10, 0.09, 0.08, 0.08)
 
 # Model names as they appear in each source; chosen independently of the label, so they carry no signal.
 WSDM_MODELS: tuple[str, ...] = (
-    "gpt-4o-2024-08-06", "claude-3-5-sonnet-20241022", "gemini-1.5-pro-002", "llama-3.1-405b-instruct-bf16",
-    "qwen2.5-72b-instruct", "deepseek-v2.5", "mistral-large-2407", "gemma-2-27b-it", "yi-lightning",
-    "athene-v2-chat", "grok-2-2024-08-13", "o1-mini",
+    "gpt-4o-2024-08-06",
+    "claude-3-5-sonnet-20241022",
+    "gemini-1.5-pro-002",
+    "llama-3.1-405b-instruct-bf16",
+    "qwen2.5-72b-instruct",
+    "deepseek-v2.5",
+    "mistral-large-2407",
+    "gemma-2-27b-it",
+    "yi-lightning",
+    "athene-v2-chat",
+    "grok-2-2024-08-13",
+    "o1-mini",
 )
 LMSYS_MODELS: tuple[str, ...] = (
-    "gpt-4-1106-preview", "gpt-3.5-turbo-0613", "claude-2.1", "claude-instant-1", "llama-2-70b-chat",
-    "vicuna-13b", "mixtral-8x7b-instruct-v0.1", "gemini-pro", "koala-13b", "chatglm-6b", "alpaca-13b",
+    "gpt-4-1106-preview",
+    "gpt-3.5-turbo-0613",
+    "claude-2.1",
+    "claude-instant-1",
+    "llama-2-70b-chat",
+    "vicuna-13b",
+    "mixtral-8x7b-instruct-v0.1",
+    "gemini-pro",
+    "koala-13b",
+    "chatglm-6b",
+    "alpaca-13b",
     "oasst-pythia-12b",
 )
 OPEN_MODELS: tuple[str, ...] = (
-    "qwen2.5-72b-instruct", "llama-3.1-70b-instruct", "gemma-2-27b-it", "mistral-nemo-instruct-2407",
-    "phi-3-medium-4k-instruct", "yi-1.5-34b-chat", "glm-4-9b-chat", "deepseek-v2-lite-chat",
+    "qwen2.5-72b-instruct",
+    "llama-3.1-70b-instruct",
+    "gemma-2-27b-it",
+    "mistral-nemo-instruct-2407",
+    "phi-3-medium-4k-instruct",
+    "yi-1.5-34b-chat",
+    "glm-4-9b-chat",
+    "deepseek-v2-lite-chat",
 )

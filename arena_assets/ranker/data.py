@@ -56,12 +56,22 @@ def encode_rows(
     *,
     max_length: int,
     rebalance: bool,
+    chunk_rows: int = 4096,
 ) -> EncodedRows:
-    """Encode every (prompt, A, B) triple with the judge prompt and middle-cut truncation."""
-    encoded = [
-        template.encode(p, a, b, max_length=max_length, rebalance=rebalance)
-        for p, a, b in zip(prompts, responses_a, responses_b, strict=True)
-    ]
+    """Encode every (prompt, A, B) triple with the judge prompt and middle-cut truncation.
+
+    Fields are tokenized in batched calls of `chunk_rows` rows (the fast tokenizer's parallel path).
+    """
+    encoded = []
+    for start in range(0, len(prompts), chunk_rows):
+        end = start + chunk_rows
+        texts = [*prompts[start:end], *responses_a[start:end], *responses_b[start:end]]
+        ids = template.tokenize_fields(texts)
+        n = len(ids) // 3
+        encoded.extend(
+            template.encode_ids(ids[i], ids[n + i], ids[2 * n + i], max_length=max_length, rebalance=rebalance)
+            for i in range(n)
+        )
     return EncodedRows(
         input_ids=[e.input_ids for e in encoded],
         truncated=np.array([e.truncated for e in encoded], dtype=bool),

@@ -88,7 +88,7 @@ class Reporter:
             self._pipes.log.warning(msg)
 
     def report_materialization(self, metadata: Mapping[str, Any], *, data_version: str | None = None) -> None:
-        """Report the asset as materialized with `metadata` (numbers, strings or md()/json_value()/... dicts)."""
+        """Report the asset materialized with `metadata`: numbers, strings, or md()/json_value()/... dicts."""
         if not self._main:
             return
         if self._pipes is not None:
@@ -122,7 +122,7 @@ def pipes_reporter(*, is_main_process: bool) -> Iterator[Reporter]:
     global _opened
     # The Pipes context is a per-process singleton that cannot be reopened after close (dagster #22094).
     if _opened:
-        raise RuntimeError("pipes_reporter was already opened in this process; open it once, at the entry point")
+        raise RuntimeError("pipes_reporter opened twice in this process: open it once, at the entry point")
     _opened = True
     from dagster_pipes import open_dagster_pipes
 
@@ -131,8 +131,9 @@ def pipes_reporter(*, is_main_process: bool) -> Iterator[Reporter]:
 
 
 def _emit(level: int, msg: str) -> None:
-    # An entry point that configured logging gets records; a bare shell run still sees the line on stdout.
-    if logger.hasHandlers():
+    # An entry point that configured logging (at this level) gets records; a bare shell run still sees the
+    # line on stdout.
+    if logger.hasHandlers() and logger.isEnabledFor(level):
         logger.log(level, msg)
     else:
         stream = sys.stdout if level < logging.WARNING else sys.stderr

@@ -7,6 +7,7 @@ in between. So the fixed text costs no tokenizer time per row and truncation wor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,25 +112,44 @@ class PromptTemplate:
             before, rest = rest.split(placeholder)
             pieces.append(before)
         pieces.append(rest)
-        # The fixed text holds the template's special tokens as text (e.g. "<|im_start|>"), which the
-        # tokenizer maps to their ids; add_special_tokens=False stops a second BOS being prepended.
-        segments = tuple(tuple(_tokenize(tokenizer, piece, split_special=False)) for piece in pieces)
-        marker = tuple(_tokenize(tokenizer, TRUNCATION_MARKER, split_special=False))
+        segments = tuple(tuple(_tokenize_fixed(tokenizer, piece)) for piece in pieces)
+        marker = tuple(_tokenize_fixed(tokenizer, TRUNCATION_MARKER))
         letters = letter_token_ids(tokenizer)
         return cls(segments=segments, marker=marker, letter_ids=letters, tokenizer=tokenizer)
+
+    def tokenize_fields(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of field texts in one batched tokenizer call; specials in the text stay plain text."""
+        if not texts:
+            return []
+        # Field text is user data: split_special_tokens tokenizes a literal "<|im_end|>" as plain text, so
+        # a row cannot close the chat turn early.
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)
+        return [list(ids) for ids in encoded["input_ids"]]
 
     def encode(
         self, prompt: str, response_a: str, response_b: str, *, max_length: int, rebalance: bool = True
     ) -> EncodedPair:
         """Token ids of the judge prompt for one row, middle-cut to at most `max_length` tokens."""
+        fields = self.tokenize_fields([prompt, response_a, response_b])
+        return self.encode_ids(*fields, max_length=max_length, rebalance=rebalance)
+
+    def encode_ids(
+        self,
+        prompt_ids: list[int],
+        response_a_ids: list[int],
+        response_b_ids: list[int],
+        *,
+        max_length: int,
+        rebalance: bool = True,
+    ) -> EncodedPair:
+        """`encode` from field token ids (`tokenize_fields`), so a row and its A/B swap tokenize once."""
         budget = max_length - self.fixed_length
         if budget < MIN_FIELD_BUDGET:
             raise ValueError(
                 f"max_length {max_length} leaves {budget} tokens for the fields after {self.fixed_length} "
                 f"tokens of fixed prompt text; need at least {MIN_FIELD_BUDGET}"
             )
-        texts = (prompt, response_a, response_b)
-        fields = [_tokenize(self.tokenizer, text, split_special=True) for text in texts]
+        fields = [prompt_ids, response_a_ids, response_b_ids]
         full_length = self.fixed_length + sum(len(ids) for ids in fields)
         truncated = False
         if full_length > max_length:
@@ -141,12 +161,9 @@ class PromptTemplate:
         return EncodedPair(input_ids=input_ids, truncated=truncated, full_length=full_length)
 
 
-def _tokenize(tokenizer: Any, text: str, *, split_special: bool) -> list[int]:
-    """Token ids of `text` without added special tokens.
-
-    Field text is user data: `split_special=True` tokenizes a literal "<|im_end|>" in it as plain text, so
-    a row cannot close the chat turn early.
-    """
+def _tokenize_fixed(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of template text; its special tokens (e.g. "<|im_start|>") map to their ids."""
+    # add_special_tokens=False: the rendered template already holds any BOS; don't prepend a second.
     if not text:
         return []
-    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -29,7 +29,7 @@ from transformers import AutoTokenizer, get_cosine_with_min_lr_schedule_with_war
 
 from arena_assets.ranker import checkpointing
 from arena_assets.ranker.artifacts import atomic_directory, write_manifest
-from arena_assets.ranker.collate import collate_rows, pair_batches, pair_rows, padding_fraction, shard_batches
+from arena_assets.ranker.collate import collate_rows, pair_batches, pair_rows, shard_batches
 from arena_assets.ranker.config import TrainConfig, config_to_dict, load_config
 from arena_assets.ranker.data import check_swap_pairs, encode_frame, hard_labels, read_pairs, teacher_logits
 from arena_assets.ranker.evaluation import evaluate_pairs

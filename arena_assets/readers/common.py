@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -9,17 +10,14 @@ from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from arena_assets.readers.schema import CANONICAL_COLUMNS, DropReason, ReaderError
 
 TEXT_COLUMNS: tuple[str, str, str] = ("prompt", "response_a", "response_b")
 ColumnKind = Literal["text", "id", "bool"]
-_KIND_WORDS: dict[str, str] = {
-    "text": "strings",
-    "id": "strings or integers",
-    "bool": "booleans (true/false)",
-}
+_KIND_WORDS: dict[str, str] = {"text": "strings", "id": "strings or integers", "bool": "booleans"}
 
 
 def as_paths(paths: Path | str | Sequence[Path | str]) -> list[Path]:
@@ -33,9 +31,7 @@ def as_paths(paths: Path | str | Sequence[Path | str]) -> list[Path]:
 def check_file(path: Path) -> None:
     """Raise ReaderError unless `path` is an existing, non-empty file."""
     if not path.exists():
-        raise ReaderError(
-            path, "file not found", "Check the path (raw files live under data/raw/, see README)."
-        )
+        raise ReaderError(path, "file not found", "Check the path (raw files live under data/raw/).")
     if path.is_dir():
         raise ReaderError(path, "is a directory, not a file", f"Pass the files inside it, e.g. {path}/*.")
     if path.stat().st_size == 0:
@@ -43,6 +39,7 @@ def check_file(path: Path) -> None:
 
 
 def _arrow_kind_ok(kind: ColumnKind, typ: pa.DataType) -> bool:
+    """Whether a parquet column of type `typ` can hold values of `kind`."""
     if pa.types.is_dictionary(typ):
         typ = typ.value_type
     if pa.types.is_null(typ):  # a column of nulls only: rows are judged one by one
@@ -68,7 +65,10 @@ def require_columns(path: Path, present: Sequence[str], required: Sequence[str],
 
 
 def read_parquet(
-    path: Path, required: Mapping[str, ColumnKind], source: str, optional: Mapping[str, ColumnKind] = {}
+    path: Path,
+    required: Mapping[str, ColumnKind],
+    source: str,
+    optional: Mapping[str, ColumnKind] | None = None,
 ) -> pd.DataFrame:
     """Read the required (and present optional) columns of a parquet file, checking names and types."""
     check_file(path)
@@ -83,7 +83,7 @@ def read_parquet(
             path, f"not a parquet file ({exc})", f"Pass the published .parquet file.{hint}"
         ) from exc
     require_columns(path, schema.names, list(required), source)
-    wanted = dict(required) | {c: k for c, k in optional.items() if c in schema.names}
+    wanted = dict(required) | {c: k for c, k in (optional or {}).items() if c in schema.names}
     for column, kind in wanted.items():
         typ = schema.field(column).type
         if not _arrow_kind_ok(kind, typ):
@@ -96,9 +96,7 @@ def read_parquet(
     try:
         frame = pd.read_parquet(path, columns=list(wanted))
     except (pa.ArrowException, OSError) as exc:
-        raise ReaderError(
-            path, f"cannot read the data ({exc})", "Download or export the file again."
-        ) from exc
+        raise ReaderError(path, f"cannot read the data ({exc})", "Download or export it again.") from exc
     require_rows(path, frame)
     return frame
 
@@ -113,8 +111,14 @@ def _non_utf8_line(path: Path) -> tuple[int, str]:
     return 0, "unknown"
 
 
+def _csv_header(path: Path) -> list[str]:
+    """Column names from the first line (a UTF-8 BOM is skipped)."""
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        return next(csv.reader(fh), [])
+
+
 def read_csv(path: Path, required: Sequence[str], source: str) -> pd.DataFrame:
-    """Read a UTF-8 CSV as strings (empty fields are null), checking encoding, shape and column names."""
+    """Read the required columns of a UTF-8 CSV as strings (empty fields null), with clear errors."""
     check_file(path)
     with path.open("rb") as fh:
         if fh.read(4) == b"PAR1":
@@ -123,23 +127,35 @@ def read_csv(path: Path, required: Sequence[str], source: str) -> pd.DataFrame:
                 "is a parquet file, not CSV",
                 "Use a parquet source (--source wsdm_train, wsdm_test or open_model) or export it as CSV.",
             )
+    not_utf8 = "Re-save the file as UTF-8 CSV (e.g. iconv -f latin1 -t utf-8)."
     try:
-        # Only empty fields are null: the default NA words ("NA", "null", "None") are real text here.
-        frame = pd.read_csv(path, dtype=str, encoding="utf-8", keep_default_na=False, na_values=[""])
+        header = _csv_header(path)
     except UnicodeDecodeError as exc:
         line, reason = _non_utf8_line(path)
+        raise ReaderError(path, f"not UTF-8 text at line {line} ({reason}); is it a CSV?", not_utf8) from exc
+    require_columns(path, header, required, source)
+    # pyarrow's parser is ~5x faster than pandas' on the 200 MB LMSYS file. Only empty fields are null: words
+    # like "NA" or "null" are real text here.
+    convert = pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in required},
+        include_columns=list(required),
+        null_values=[""],
+        strings_can_be_null=True,
+    )
+    try:
+        table = pacsv.read_csv(
+            path, parse_options=pacsv.ParseOptions(newlines_in_values=True), convert_options=convert
+        )
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc):
+            line, reason = _non_utf8_line(path)
+            raise ReaderError(path, f"not UTF-8 text at line {line} ({reason})", not_utf8) from exc
         raise ReaderError(
             path,
-            f"not UTF-8 text at line {line} ({reason}); is it a CSV at all?",
-            "Re-save the file as UTF-8 CSV (e.g. iconv -f latin1 -t utf-8).",
-        ) from exc
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ReaderError(
-            path,
-            f"not a readable CSV ({str(exc).strip().splitlines()[-1]})",
+            f"not a readable CSV ({str(exc)[:200]})",
             "Export it again as comma-separated CSV with quoted text fields.",
         ) from exc
-    require_columns(path, list(frame.columns), required, source)
+    frame = table.to_pandas()
     require_rows(path, frame)
     return frame
 
@@ -147,9 +163,7 @@ def read_csv(path: Path, required: Sequence[str], source: str) -> pd.DataFrame:
 def require_rows(path: Path, frame: pd.DataFrame) -> None:
     """Raise ReaderError for a file that has columns but no rows."""
     if frame.empty:
-        raise ReaderError(
-            path, "file has no rows", "Download or export the file again; it holds only a header."
-        )
+        raise ReaderError(path, "file has no rows", "Download or export the file again.")
 
 
 def ids_as_str(path: Path, ids: pd.Series) -> pd.Series:
@@ -171,9 +185,20 @@ def clean_text(text: pd.Series) -> pd.Series:
     return text.str.replace("\r\n", "\n", regex=False).str.replace("\r", "\n", regex=False).str.strip()
 
 
+# Whitespace that differs from one plain space: a run of two or more, or a single tab/newline/etc.
+# Matching only these (not every space) keeps the regex cheap; pandas hands this class to pyarrow's RE2,
+# whereas `\s+` falls back to Python's re on every row (10x slower on 57k long rows).
+_ODD_WHITESPACE = r"[ \t\n\r\f\v]{2,}|[\t\n\r\f\v]"
+
+
 def compare_key(text: pd.Series) -> pd.Series:
-    """Text with runs of whitespace collapsed, to compare responses and find duplicate rows."""
-    return text.astype("str").str.replace(r"\s+", " ", regex=True).str.strip()
+    """Text with each run of ASCII whitespace made one space, to compare responses and find duplicates."""
+    return text.astype("str").str.replace(_ODD_WHITESPACE, " ", regex=True).str.strip()
+
+
+def compare_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    """compare_key of prompt, response_a and response_b, same index as `frame`."""
+    return pd.DataFrame({c: compare_key(frame[c]) for c in TEXT_COLUMNS}, index=frame.index)
 
 
 def null_text_mask(frame: pd.DataFrame) -> pd.Series:
@@ -186,15 +211,14 @@ def empty_text_mask(frame: pd.DataFrame) -> pd.Series:
     return pd.concat([frame[c].eq("") for c in TEXT_COLUMNS], axis=1).any(axis=1)
 
 
-def identical_responses_mask(frame: pd.DataFrame) -> pd.Series:
-    """Rows whose two responses are equal once whitespace is normalised."""
-    return compare_key(frame["response_a"]).eq(compare_key(frame["response_b"])).fillna(False)
+def identical_responses_mask(keys: pd.DataFrame) -> pd.Series:
+    """Rows whose two responses are equal once whitespace is normalised (`keys` from compare_keys)."""
+    return keys["response_a"].eq(keys["response_b"]).fillna(False)
 
 
-def duplicate_mask(frame: pd.DataFrame, *, by_id: bool = True) -> pd.Series:
-    """Rows repeating an earlier id or an earlier (prompt, response_a, response_b) after normalising."""
-    keys = pd.DataFrame({c: compare_key(frame[c]) for c in TEXT_COLUMNS}, index=frame.index)
-    mask = keys.duplicated(keep="first")
+def duplicate_mask(frame: pd.DataFrame, keys: pd.DataFrame, *, by_id: bool = True) -> pd.Series:
+    """Rows repeating an earlier (normalised) prompt + response_a + response_b, or an earlier id."""
+    mask = keys.loc[frame.index].duplicated(keep="first")
     return mask | frame["id"].duplicated(keep="first") if by_id else mask
 
 
@@ -209,21 +233,16 @@ def drop_unusable_text(frame: pd.DataFrame, drops: Counter[str]) -> pd.DataFrame
     """Drop null, empty, identical-response and duplicate rows, in that order, counting each once."""
     frame = drop_where(frame, null_text_mask(frame), DropReason.NULL_TEXT, drops)
     frame = drop_where(frame, empty_text_mask(frame), DropReason.EMPTY_TEXT, drops)
-    frame = drop_where(frame, identical_responses_mask(frame), DropReason.IDENTICAL_RESPONSES, drops)
-    return drop_where(frame, duplicate_mask(frame), DropReason.DUPLICATE, drops)
+    keys = compare_keys(frame)
+    frame = drop_where(frame, identical_responses_mask(keys), DropReason.IDENTICAL_RESPONSES, drops)
+    return drop_where(frame, duplicate_mask(frame, keys), DropReason.DUPLICATE, drops)
 
 
 def to_canonical(frame: pd.DataFrame, source: str, extra: Sequence[str] = ()) -> pd.DataFrame:
     """The canonical frame: CANONICAL_COLUMNS (as nullable strings) in order, then `extra`, fresh index."""
-    out = pd.DataFrame(index=frame.index)
-    for column in CANONICAL_COLUMNS:
-        if column == "source":
-            out[column] = source
-        elif column in frame:
-            out[column] = frame[column]
-        else:
-            out[column] = None
-        out[column] = out[column].astype("str")
+    out = pd.DataFrame({c: frame.get(c) for c in CANONICAL_COLUMNS}, index=frame.index)
+    out["source"] = source
+    out = out.astype("str")
     for column in extra:
         out[column] = frame[column]
     return out.reset_index(drop=True)

@@ -21,6 +21,7 @@ from arena_assets.readers.common import (
     ColumnKind,
     as_paths,
     clean_text,
+    compare_keys,
     drop_unusable_text,
     drop_where,
     duplicate_mask,
@@ -101,8 +102,9 @@ def read_wsdm_test(paths: Path | Sequence[Path]) -> ReadResult:
     for column in TEXT_COLUMNS:
         frame[column] = frame[column].fillna("")
     notes[DropReason.EMPTY_TEXT.value] = int(empty_text_mask(frame).sum()) - notes[DropReason.NULL_TEXT.value]
-    notes[DropReason.IDENTICAL_RESPONSES.value] = int(identical_responses_mask(frame).sum())
-    notes[DropReason.DUPLICATE.value] = int(duplicate_mask(frame, by_id=False).sum())
+    keys = compare_keys(frame)
+    notes[DropReason.IDENTICAL_RESPONSES.value] = int(identical_responses_mask(keys).sum())
+    notes[DropReason.DUPLICATE.value] = int(duplicate_mask(frame, keys, by_id=False).sum())
     frame["winner"] = None
     canonical = to_canonical(frame, "wsdm_test", extra=("scored",))
     return ReadResult(canonical, files, len(frame), Counter(), +notes)

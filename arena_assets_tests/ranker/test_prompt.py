@@ -96,6 +96,13 @@ def test_special_token_text_in_a_field_stays_plain_text(tokenizer: Any, template
     assert injected.count(im_end) == plain.count(im_end)
 
 
+def test_encode_ids_builds_the_swap_from_one_tokenization(template: PromptTemplate) -> None:
+    prompt_ids, a_ids, b_ids = template.tokenize_fields(["Qué hora es?", "Son las tres.", ""])
+    assert b_ids == []
+    swapped = template.encode_ids(prompt_ids, b_ids, a_ids, max_length=MAX_LENGTH)
+    assert swapped == template.encode("Qué hora es?", "", "Son las tres.", max_length=MAX_LENGTH)
+
+
 def _long(text: str, repeat: int) -> str:
     return " ".join(f"{text} {i}" for i in range(repeat))
 

@@ -81,10 +81,12 @@ def test_garbage_bytes_as_csv(tmp_path: Path) -> None:
         read_lmsys(path)
 
 
-def test_csv_with_ragged_rows(tmp_path: Path) -> None:
-    path = tmp_path / "train.csv"
-    path.write_text("id,model_a\n1,x\n2,y,extra,fields\n", encoding="utf-8")
-    with pytest.raises(ReaderError, match=r"train\.csv: not a readable CSV \(.*Expected 2 fields.*Export it"):
+def test_csv_with_ragged_rows(write_csv) -> None:
+    path = write_csv("train.csv", [lmsys_row(1)])
+    path.write_text(path.read_text(encoding="utf-8") + "2,x,y,extra\n", encoding="utf-8")
+    with pytest.raises(
+        ReaderError, match=r"train\.csv: not a readable CSV \(.*Expected 9 columns, got 4.*Export it"
+    ):
         read_lmsys(path)
 
 

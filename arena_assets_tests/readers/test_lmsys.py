@@ -92,8 +92,9 @@ def test_first_policy_with_null_first_turn_is_null_text(write_csv) -> None:
     assert result.rows_kept == 0 and result.drops["null_text"] == 1
 
 
-def test_lone_surrogate_is_repaired(write_csv) -> None:
-    row = lmsys_row(1, response_a='["broken emoji \\ud83d here"]')
+@pytest.mark.parametrize("escape", ["\\ud83d", "\\uD83D"])
+def test_lone_surrogate_is_repaired(write_csv, escape: str) -> None:
+    row = lmsys_row(1, response_a=f'["broken emoji {escape} here"]')
     result = read_lmsys(write_csv("s.csv", [row]))
     assert result.frame.loc[0, "response_a"] == "broken emoji \ufffd here"
     assert result.notes["surrogates_replaced"] == 1
@@ -105,3 +106,15 @@ def test_33k_files_read_together_drop_shared_rows(write_csv) -> None:
     result = read_lmsys_33k([first, second])
     assert result.frame["id"].tolist() == ["1001", "1002", "1003"]
     assert (result.frame["source"] == "lmsys_33k").all() and result.drops["duplicate"] == 1
+
+
+def test_windows_export_with_bom_and_crlf(write_csv) -> None:
+    path = write_csv("train.csv", [lmsys_row(1, prompt=turns("line one\r\nline two"))])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    result = read_lmsys(path)
+    assert result.frame.loc[0, ["id", "prompt"]].tolist() == ["1001", "line one\nline two"]
+
+
+def test_na_words_are_text_not_null(write_csv) -> None:
+    result = read_lmsys(write_csv("train.csv", [lmsys_row(1, model_a="NA", model_b="null")]))
+    assert result.frame.loc[0, ["model_a", "model_b"]].tolist() == ["NA", "null"]
