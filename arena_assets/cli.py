@@ -1,4 +1,9 @@
-"""The `arena` console script: `arena validate --source S FILE...` (more subcommands join the parser)."""
+"""The `arena` console script.
+
+    arena validate --source S [--json] FILE...   check raw files before a long run
+    arena build-demo [--force]                   build the embedded default (tiny model + sample data)
+    arena where                                  print where the settings point and what has been built
+"""
 
 from __future__ import annotations
 
@@ -55,6 +60,37 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_build_demo(args: argparse.Namespace) -> int:
+    """Build the embedded default where the settings point (skipped when already built)."""
+    from arena_assets.embedded import build_embedded_default
+    from arena_assets.settings import load_settings
+
+    settings = load_settings()
+    built = build_embedded_default(settings, force=args.force)
+    state = "built" if built.wrote_data or built.built_backbone else "already built, unchanged"
+    print(f"embedded default {state}:\n  raw files  {built.raw_dir}\n  backbone   {built.backbone}")
+    return EXIT_OK
+
+
+def cmd_where(args: argparse.Namespace) -> int:
+    """Print the profile, its paths, and each asset's artifact directory with its state."""
+    from arena_assets.settings import load_settings
+
+    settings = load_settings()
+    print(f"profile        {settings.profile}\nbackbone       {settings.backbone}\nraw files      {settings.raw_dir}")
+    print(f"artifacts      {settings.artifact_root}")
+    if settings.artifact_root.is_dir():
+        for directory in sorted(p for p in settings.artifact_root.iterdir() if p.is_dir() and ".tmp-" not in p.name):
+            done = (directory / "manifest.json").is_file() or any(directory.glob("*/manifest.json"))
+            print(f"  {directory.name:<24} {'done' if done else 'unfinished'}  {directory}")
+    for name in ("submission/submission.csv", "evaluation/report.json"):
+        path = settings.artifact_root / name
+        if path.is_file():
+            print(f"{name.split('/')[0]:<15}{path}")
+    print("UI             make dev, then http://127.0.0.1:3000 (DAGSTER_HOME=.dagster_home)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `arena` parser; each subcommand sets `func(args) -> exit code`."""
     parser = argparse.ArgumentParser(prog="arena", description="Chatbot-arena ranker tools.")
@@ -73,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.set_defaults(func=cmd_validate)
+
+    build_demo = commands.add_parser("build-demo", help="build the embedded tiny model and sample raw files")
+    build_demo.add_argument("--force", action="store_true", help="rebuild even if present (overwrites)")
+    build_demo.set_defaults(func=cmd_build_demo)
+
+    where = commands.add_parser("where", help="print where the settings point and what has been built")
+    where.set_defaults(func=cmd_where)
     return parser
 
 

@@ -49,7 +49,7 @@ PROFILE_TRAIN_OVERRIDES: dict[str, dict[str, Any]] = {
         "lora_dropout": 0.0,
         "lr_lora_a": 2e-3,
         "lr_lora_b": 4e-3,
-        "epochs": 3,
+        "epochs": 2,
         "warmup_ratio": 0.05,
         "gradient_checkpointing": 0.0,
     },

@@ -94,3 +94,22 @@ def _seed() -> Iterator[None]:
 def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded tiny Qwen2 model and tokenizer, saved once per session like a Hub checkpoint."""
     return build_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny", corpus=tiny_corpus(), seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project directory holding the embedded default (sample raw files and tiny backbone), built once."""
+    from arena_assets.embedded import build_embedded_default
+    from arena_assets.settings import Settings
+
+    project = tmp_path_factory.mktemp("demo_project")
+    build_embedded_default(Settings(project_dir=project))
+    return project
+
+
+@pytest.fixture
+def demo_settings(demo_project: Path, tmp_path: Path):
+    """Demo-profile Settings on the shared embedded default, with a fresh artifact root per test."""
+    from arena_assets.settings import Settings
+
+    return Settings(project_dir=demo_project, artifact_root=tmp_path / "artifacts")
