@@ -27,7 +27,7 @@ $(DAGSTER_HOME)/.initialised: $(VENV)/.installed .dagster_home/dagster.yaml
 
 demo: $(DAGSTER_HOME)/.initialised
 	$(BIN)/arena build-demo
-	$(BIN)/dagster asset materialize -m arena_assets.definitions --select '*'
+	$(BIN)/dagster asset materialize -m arena_assets.definitions --select '*' -c configs/demo.yaml
 	$(BIN)/arena where
 
 test: $(VENV)/.installed

@@ -29,6 +29,7 @@ class TrainConfig:
     lora_alpha: int = 128
     lora_dropout: float = 0.01
     lora_target_modules: tuple[str, ...] = LORA_TARGETS
+    random_init: bool = False  # benchmarks only: backbone from its config.json with random weights
     # data
     train_path: str = ""
     validation_path: str = ""
@@ -113,6 +114,7 @@ class ScoreConfig:
 
     model: str = ""  # merged model directory (or a backbone, with adapter_dir)
     adapter_dir: str = ""  # optional: score an unmerged adapter
+    random_init: bool = False  # benchmarks only: model from its config.json with random weights
     input_path: str = ""
     id_column: str = "id"  # unique row key copied to the output's `id` column
     output_dir: str = ""

@@ -75,6 +75,9 @@ def merge(config: MergeConfig) -> dict[str, Any]:
                 device=device))
 
         adapter_logits = probe(model)
+        if not torch.isfinite(adapter_logits).all():
+            raise RuntimeError(f"the adapter model gives non-finite letter logits on the probe batch; "
+                               f"{config.adapter_dir} is broken (diverged training?). Not merging it.")
         merged = model.merge_and_unload()
         merged_logits = probe(merged)
         diff = float((adapter_logits - merged_logits).abs().max())
@@ -82,7 +85,7 @@ def merge(config: MergeConfig) -> dict[str, Any]:
         report = {"max_abs_logit_diff": diff, "atol": atol, "probe_rows": len(encoded.input_ids),
                   "dtype": str(dtype).removeprefix("torch."), "parity_passed": diff <= atol}
         reporter.info(f"merge parity: max |adapter - merged| = {diff:.3g} (tolerance {atol:g})")
-        if diff > atol:
+        if not diff <= atol:  # a NaN difference fails too
             raise RuntimeError(f"merged model differs from the adapter model by {diff:.3g} > {atol:g} on the "
                                f"probe batch; the merge of {config.adapter_dir} is wrong. Not saving it.")
         output_dir = Path(config.output_dir)

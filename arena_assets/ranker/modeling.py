@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from arena_assets.ranker.head import letter_logits
 
@@ -45,12 +45,21 @@ def liger_enabled(use_liger: str, device: torch.device) -> bool:
 
 def load_backbone(
     path: str, *, dtype: torch.dtype, device: torch.device, attn_implementation: str = "auto",
-    use_liger: str = "auto",
+    use_liger: str = "auto", random_init: bool = False,
 ) -> PreTrainedModel:
-    """A causal LM from a Hugging Face directory, on `device`, with the chosen kernels."""
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, attn_implementation=resolve_attention(attn_implementation, device)
-    )
+    """A causal LM from a Hugging Face directory, on `device`, with the chosen kernels.
+
+    `random_init` builds the model from the directory's config.json with random weights, initialised on
+    `device` (benchmarks of a model shape whose weights are not at hand).
+    """
+    attention = resolve_attention(attn_implementation, device)
+    if random_init:
+        log.warning("random_init: %s built from its config with RANDOM weights (benchmark only)", path)
+        config = AutoConfig.from_pretrained(path)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)
     if liger_enabled(use_liger, device):
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
 

@@ -76,7 +76,8 @@ def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[Letter
     """The model (merged, or backbone plus adapter) as a letter head in eval mode, and its tokenizer."""
     tokenizer = AutoTokenizer.from_pretrained(config.adapter_dir or config.model)
     model = load_backbone(config.model, dtype=resolve_dtype(config.precision, device), device=device,
-                          attn_implementation=config.attn_implementation, use_liger=config.use_liger)
+                          attn_implementation=config.attn_implementation, use_liger=config.use_liger,
+                          random_init=config.random_init)
     if config.adapter_dir:
         from peft import PeftModel
 
@@ -106,6 +107,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
         shard_count = -(-len(frame) // config.rows_per_shard)
         mine = [k for k in range(shard_count) if k % accelerator.num_processes == accelerator.process_index]
         rows_scored = tokens = 0
+        scoring_seconds = 0.0  # the forward passes alone, not loading or merging
         for k in mine:
             path = shard_dir / f"shard-{k:05d}.parquet"
             if path.is_file():
@@ -116,16 +118,17 @@ def score(config: ScoreConfig) -> dict[str, Any]:
             for swapped in orders:
                 encoded = encode_frame(template, part, max_length=config.max_length,
                                        rebalance=config.rebalance_truncation, swapped=swapped)
+                scoring_start = time.perf_counter()
                 logits = score_sequences(head, encoded.input_ids, pad_token_id=tokenizer.pad_token_id,
                                          token_budget=config.token_budget, max_batch_rows=config.max_batch_rows,
                                          device=accelerator.device)
+                scoring_seconds += time.perf_counter() - scoring_start
                 suffix = "_swapped" if swapped else ""
                 result[f"a_logit{suffix}"], result[f"b_logit{suffix}"] = logits[:, 0], logits[:, 1]
                 tokens += int(encoded.lengths.sum())
             atomic_write_parquet(result, path)
             rows_scored += len(part)
             reporter.info(f"shard {k + 1}/{shard_count}: {len(part)} rows")
-        seconds = time.perf_counter() - start
         totals = accelerator.gather(torch.tensor([rows_scored, tokens], device=accelerator.device).view(1, 2))
         accelerator.wait_for_everyone()
         metrics: dict[str, Any] = {}
@@ -137,8 +140,10 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 "rows": len(merged),
                 "rows_scored_this_run": rows_scored,
                 "shards": shard_count,
-                "scoring_tokens_per_second": tokens / max(seconds, 1e-9),
-                "wall_seconds": seconds,
+                # All ranks' real (unpadded) tokens over rank 0's forward time: ranks run side by side.
+                "scoring_tokens_per_second": tokens / scoring_seconds if scoring_seconds else 0.0,
+                "wall_seconds": time.perf_counter() - start,
+                "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0,
                 "finite": bool(np.isfinite(merged[[c for c in LOGIT_COLUMNS if c in merged]].to_numpy()).all()),
             }
             (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

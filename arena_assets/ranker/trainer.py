@@ -55,6 +55,9 @@ class TrainState:
     tokens_processed: int = 0
     padded_tokens: int = 0
     train_seconds: float = 0.0
+    # Throughput excludes each process's first step (kernel selection, allocator warm-up).
+    timed_tokens: int = 0
+    timed_seconds: float = 0.0
 
 
 def build_model(config: TrainConfig, accelerator: Accelerator) -> tuple[PeftModel, torch.dtype]:
@@ -66,6 +69,7 @@ def build_model(config: TrainConfig, accelerator: Accelerator) -> tuple[PeftMode
         device=accelerator.device,
         attn_implementation=config.attn_implementation,
         use_liger=config.use_liger,
+        random_init=config.random_init,
     )
     model.config.use_cache = False
     lora = LoraConfig(
@@ -100,22 +104,34 @@ def build_optimizer(
     return torch.optim.AdamW(groups, **kwargs)
 
 
-def plan_micro_batches(
-    config: TrainConfig, lengths: np.ndarray, *, num_processes: int, process_index: int
-) -> list[list[int]]:
-    """Every micro-batch this process runs, in order, as row indices (a row and its swap adjacent)."""
+def plan_steps(config: TrainConfig, lengths: np.ndarray, *, num_processes: int) -> list[list[list[int]]]:
+    """Every optimizer step as its micro-batches of row indices (a row and its swap adjacent), in order.
+
+    The steps do not depend on `num_processes`: step s holds the same global_batch_size /
+    per_device_batch_size micro-batches for any N, and process r runs micro-batches r, r+N, ... of it
+    (`shard_batches`). Epochs are joined before they are cut into steps. Only the last step can be short; it
+    keeps a multiple of N micro-batches (at most N-1 are dropped per run), since every process must run as
+    many forward passes.
+    """
     pairs_per_batch = config.per_device_batch_size // 2
+    per_step = config.accumulation_steps(num_processes) * num_processes
     pair_lengths = np.maximum(lengths[0::2], lengths[1::2]).tolist()
-    micro: list[list[int]] = []
+    batches: list[list[int]] = []
     for epoch in range(max(1, math.ceil(config.epochs))):
-        batches = pair_batches(
+        epoch_batches = pair_batches(
             pair_lengths, pairs_per_batch, seed=config.seed, epoch=epoch, group_by_length=config.group_by_length
         )
-        batches = shard_batches(batches, num_processes=num_processes, process_index=process_index)
         if epoch + 1 > config.epochs:  # a fractional last epoch
-            batches = batches[: int(len(batches) * (config.epochs - epoch))]
-        micro.extend(pair_rows(b) for b in batches)
-    return micro
+            epoch_batches = epoch_batches[: int(len(epoch_batches) * (config.epochs - epoch))]
+        batches.extend(pair_rows(b) for b in epoch_batches)
+    steps = [batches[start : start + per_step] for start in range(0, len(batches), per_step)]
+    if steps:
+        steps[-1] = steps[-1][: len(steps[-1]) // num_processes * num_processes]
+        if not steps[-1]:
+            steps.pop()
+    if batches and not steps:
+        raise ValueError(f"{len(batches)} micro-batches cannot be shared among {num_processes} processes")
+    return steps
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -149,11 +165,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         masters = MasterWeights(trainable) if trainable[0][1].dtype != torch.float32 else None
         optimizer = build_optimizer(config, masters.named_parameters() if masters else trainable)
 
-        micro = plan_micro_batches(
-            config, encoded.lengths, num_processes=accelerator.num_processes, process_index=accelerator.process_index
-        )
+        steps = plan_steps(config, encoded.lengths, num_processes=accelerator.num_processes)
         accumulation = config.accumulation_steps(accelerator.num_processes)
-        total_steps = math.ceil(len(micro) / accumulation)
+        total_steps = len(steps)
         if config.max_steps > 0:
             total_steps = min(total_steps, config.max_steps)
         scheduler = get_cosine_with_min_lr_schedule_with_warmup(
@@ -177,11 +191,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
         progress = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="train")
         head.train()
+        first_step = state.step
         while state.step < total_steps:
             step_start = time.perf_counter()
-            step_batches = micro[state.step * accumulation : (state.step + 1) * accumulation]
-            step_rows = sum(len(rows) for rows in step_batches)
+            step_batches = shard_batches(steps[state.step], num_processes=accelerator.num_processes,
+                                         process_index=accelerator.process_index)
+            # DDP averages gradients over processes, so each weighs its rows against the step's rows per
+            # process: the gradient is the mean over all the step's rows even where a short batch leaves
+            # the processes unequal rows, as with one process.
+            step_rows = sum(len(rows) for rows in steps[state.step]) / accelerator.num_processes
             step_loss = torch.zeros((), device=accelerator.device)
+            step_tokens = 0
             for index, rows in enumerate(step_batches):
                 batch = collate_rows(
                     [_feature(encoded.input_ids[r], targets[r], config.label) for r in rows],
@@ -198,6 +218,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                         loss = soft_label_loss(logits, batch["teacher_logits"], temperature=config.temperature)
                     accelerator.backward(loss * len(rows) / step_rows)
                 step_loss += loss.detach() * len(rows) / step_rows
+                step_tokens += int(batch["attention_mask"].numel())
                 state.tokens_processed += int(batch["attention_mask"].numel())
                 state.padded_tokens += int((batch["attention_mask"] == 0).sum())
             if masters is not None:
@@ -211,7 +232,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
             if masters is not None:
                 masters.master_to_model()
             state.step += 1
-            state.train_seconds += time.perf_counter() - step_start
+            step_seconds = time.perf_counter() - step_start
+            state.train_seconds += step_seconds
+            if state.step > first_step + 1:
+                state.timed_tokens += step_tokens
+                state.timed_seconds += step_seconds
             mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
             state.loss_curve.append((state.step, round(mean_loss, 6)))
             progress.update(1)
@@ -276,7 +301,9 @@ def _log_eval(reporter: Any, run: Any, step: int, scores: dict[str, float]) -> N
 
 def _metrics(config: TrainConfig, state: TrainState, encoded: Any, scores: dict[str, float],
              accelerator: Accelerator, wall_start: float) -> dict[str, Any]:
-    tokens_per_second = state.tokens_processed * accelerator.num_processes / max(state.train_seconds, 1e-9)
+    tokens, seconds = ((state.timed_tokens, state.timed_seconds) if state.timed_seconds > 0
+                       else (state.tokens_processed, state.train_seconds))
+    tokens_per_second = tokens * accelerator.num_processes / max(seconds, 1e-9)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
     return {
         **{f"val_{k}": v for k, v in scores.items()},

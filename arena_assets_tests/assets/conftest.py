@@ -1,0 +1,91 @@
+"""Helpers for the Dagster-level tests: the graph's assets and checks, demo resources, small run configs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from arena_assets.definitions import defs
+from arena_assets.resources import AccelerateLauncher, ArenaSettingsResource
+from arena_assets.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RAW_ASSETS = ("wsdm_train", "wsdm_test", "lmsys_55k", "lmsys_33k", "open_model_pairs")
+# Enough optimizer steps to see the loss fall on the tiny model, few enough for a test (~0.2 s a step).
+SMALL_TRAIN = {"max_steps": 30, "log_every_steps": 10}
+SMALL_RUN_CONFIG: dict[str, Any] = {
+    "ops": {"stage1_adapter": {"config": SMALL_TRAIN}, "stage2_adapter": {"config": SMALL_TRAIN}},
+}
+
+
+def graph_assets() -> list[dg.AssetsDefinition]:
+    """Every asset of the one Definitions (automation conditions included)."""
+    return list(defs.assets or [])
+
+
+def graph_checks() -> list[dg.AssetChecksDefinition]:
+    """Every asset check of the one Definitions."""
+    return list(defs.asset_checks or [])
+
+
+def settings_resource(project: Path, artifact_root: Path) -> ArenaSettingsResource:
+    """Demo settings on `project`'s embedded default, writing under `artifact_root`."""
+    return ArenaSettingsResource(profile="demo", backbone=str(project / "data/embedded/tiny-qwen2"),
+                                 raw_dir=str(project / "data/raw/demo"), artifact_root=str(artifact_root))
+
+
+def demo_resources(project: Path, artifact_root: Path) -> dict[str, Any]:
+    """The resources a whole-graph run needs, on the CPU."""
+    return {"settings": settings_resource(project, artifact_root),
+            "launcher": AccelerateLauncher(cpu=True, mixed_precision="no")}
+
+
+def resolved(project: Path, artifact_root: Path) -> Settings:
+    """The Settings the assets see under `settings_resource(project, artifact_root)`."""
+    return settings_resource(project, artifact_root).settings()
+
+
+def arena_env(project: Path, artifact_root: Path, dagster_home: Path) -> dict[str, str]:
+    """Environment for a Dagster subprocess: demo settings on `project`, its own home, no telemetry."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARENA_")}
+    env.update({
+        "ARENA_PROFILE": "demo",
+        "ARENA_RAW_DIR": str(project / "data/raw/demo"),
+        "ARENA_BACKBONE": str(project / "data/embedded/tiny-qwen2"),
+        "ARENA_ARTIFACT_ROOT": str(artifact_root),
+        "DAGSTER_HOME": str(dagster_home),
+    })
+    return env
+
+
+def new_dagster_home(path: Path) -> Path:
+    """A Dagster home with telemetry off and the project's pool limit."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def materialize_data(project: Path, artifact_root: Path, instance: dg.DagsterInstance,
+                     selection: str = "*hard_label_set") -> dg.ExecuteInProcessResult:
+    """Observe the raw files and materialize the raw datasets and the hard-label set (seconds)."""
+    return dg.materialize(graph_assets(), selection=selection, resources=demo_resources(project, artifact_root),
+                          instance=instance)
+
+
+@pytest.fixture
+def artifact_root(tmp_path: Path) -> Path:
+    """A fresh artifact root per test."""
+    return tmp_path / "artifacts"

@@ -1,0 +1,92 @@
+"""The scorer: every row scored exactly once in both orders, also across a SIGKILL and a restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from arena_assets.ranker.artifacts import read_manifest
+from arena_assets.ranker.config import ScoreConfig
+from arena_assets.ranker.scorer import OUTPUT_NAME, score
+from arena_assets_tests.ranker.conftest import PairFiles, kill_when, module_command
+
+OUTPUT_COLUMNS = ["id", "a_logit", "b_logit", "a_logit_swapped", "b_logit_swapped"]
+KILL_ROWS = 256  # enough shards of 8 rows that the child is still scoring when the first one lands
+
+
+def _config(model: Path, input_path: Path, output_dir: Path, **overrides: object) -> ScoreConfig:
+    return ScoreConfig(model=str(model), input_path=str(input_path), output_dir=str(output_dir), max_length=384,
+                       token_budget=4096, **overrides)
+
+
+def _metrics(output_dir: Path) -> dict[str, float]:
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+def test_every_row_is_scored_once_in_both_orders(demo_backbone: Path, small_files: PairFiles,
+                                                 tmp_path: Path) -> None:
+    config = _config(demo_backbone, small_files.open_pairs, tmp_path / "scores", rows_per_shard=16)
+    score(config)
+
+    logits = pd.read_parquet(tmp_path / "scores" / OUTPUT_NAME)
+    expected_ids = pd.read_parquet(small_files.open_pairs)["id"].astype(str).tolist()
+    assert list(logits.columns) == OUTPUT_COLUMNS
+    assert logits["id"].tolist() == expected_ids and logits["id"].is_unique and len(logits) == 64
+    assert np.isfinite(logits[OUTPUT_COLUMNS[1:]].to_numpy()).all()
+    assert {k: _metrics(tmp_path / "scores")[k] for k in ("rows", "rows_scored_this_run", "shards")} == {
+        "rows": 64, "rows_scored_this_run": 64, "shards": 4}
+    assert read_manifest(tmp_path / "scores")["kind"] == "letter_logits"
+
+    score(config)  # a rerun finds every shard done
+    assert _metrics(tmp_path / "scores")["rows_scored_this_run"] == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "scores" / OUTPUT_NAME), logits)
+
+
+def test_swapped_logits_are_the_logits_of_the_swapped_input(demo_backbone: Path, small_files: PairFiles,
+                                                            tmp_path: Path) -> None:
+    pairs = pd.read_parquet(small_files.open_pairs)
+    swapped_path = tmp_path / "swapped.parquet"
+    pairs.assign(response_a=pairs["response_b"], response_b=pairs["response_a"]).to_parquet(swapped_path)
+
+    score(_config(demo_backbone, small_files.open_pairs, tmp_path / "both"))
+    score(_config(demo_backbone, swapped_path, tmp_path / "plain", both_orders=False))
+    both = pd.read_parquet(tmp_path / "both" / OUTPUT_NAME)
+    plain = pd.read_parquet(tmp_path / "plain" / OUTPUT_NAME)
+
+    assert list(plain.columns) == ["id", "a_logit", "b_logit"]
+    # Same token sequences in the same length-sorted batches: bit-identical on the CPU.
+    np.testing.assert_array_equal(both[["a_logit_swapped", "b_logit_swapped"]].to_numpy(),
+                                  plain[["a_logit", "b_logit"]].to_numpy())
+    # The order matters to the model, so the check above is not two copies of one column.
+    assert not np.allclose(both["a_logit"], both["a_logit_swapped"])
+
+
+@pytest.mark.slow
+def test_a_killed_scorer_restarts_and_scores_every_row_exactly_once(
+    demo_backbone: Path, hard_label_files: PairFiles, tmp_path: Path
+) -> None:
+    input_path = tmp_path / "pairs.parquet"
+    pd.read_parquet(hard_label_files.open_pairs).head(KILL_ROWS).to_parquet(input_path)
+    out = tmp_path / "scores"
+    config = _config(demo_backbone, input_path, out, rows_per_shard=8)
+    shards = out / "shards"
+
+    kill_when(module_command("arena_assets.ranker.scorer", config, tmp_path / "score.json"), tmp_path / "kill.log",
+              ready=lambda: any(shards.glob("shard-*.parquet")))
+    done_before = sorted(shards.glob("shard-*.parquet"))
+    assert 1 <= len(done_before) < KILL_ROWS // 8 and not (out / OUTPUT_NAME).exists()
+
+    score(config)  # the restart
+    restarted = _metrics(out)
+    assert restarted["rows_scored_this_run"] == KILL_ROWS - 8 * len(done_before)
+    assert restarted["rows"] == KILL_ROWS
+    logits = pd.read_parquet(out / OUTPUT_NAME)
+    assert logits["id"].is_unique
+    assert logits["id"].tolist() == pd.read_parquet(input_path)["id"].astype(str).tolist()
+
+    score(_config(demo_backbone, input_path, tmp_path / "uninterrupted", rows_per_shard=8))
+    pd.testing.assert_frame_equal(logits, pd.read_parquet(tmp_path / "uninterrupted" / OUTPUT_NAME))

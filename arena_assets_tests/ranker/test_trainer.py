@@ -1,0 +1,89 @@
+"""The trainer on the tiny model: every LoRA weight learns, and stage 1 reaches the demo's accuracy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from arena_assets.ranker import trainer
+from arena_assets.ranker.artifacts import read_manifest
+from arena_assets.ranker.config import LORA_TARGETS, TrainConfig
+from arena_assets_tests.ranker.conftest import PairFiles, TrainedRun
+
+TINY_LAYERS = 2  # decoder layers of the embedded tiny backbone
+DEMO_TRAIN_PAIRS = 1819  # swap pairs in the demo hard-label set's train split
+METRIC_KEYS = {"val_accuracy", "val_log_loss", "train_loss_curve", "train_tokens_per_second", "padding_fraction",
+               "steps", "wall_seconds"}
+
+
+@pytest.fixture
+def model_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Captures the peft model the trainer builds and a copy of every parameter before the first step."""
+    seen: dict[str, Any] = {}
+    real = trainer.get_peft_model
+
+    def spy(*args: Any, **kwargs: Any) -> PeftModel:
+        model = real(*args, **kwargs)
+        seen["model"] = model
+        seen["initial"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        return model
+
+    monkeypatch.setattr(trainer, "get_peft_model", spy)
+    return seen
+
+
+@pytest.mark.slow
+def test_training_changes_every_trainable_parameter(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], model_spy: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    # No weight decay: only gradients move a weight, so lora_A must change through a lora_B that left zero.
+    config = make_train_config(small_files, tmp_path / "adapter", max_steps=3, weight_decay=0.0,
+                               max_validation_rows=8)
+    metrics = trainer.train(config)
+
+    assert metrics["steps"] == 3
+    model, initial = model_spy["model"], model_spy["initial"]
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert len(trainable) == 2 * len(LORA_TARGETS) * TINY_LAYERS  # lora_A and lora_B on every projection
+    assert all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    for name, param in model.named_parameters():
+        if name in trainable:
+            if ".lora_B." in name:
+                assert not initial[name].any(), f"{name} does not start at zero"
+            assert not torch.equal(param, initial[name]), f"{name} did not change"
+        else:
+            assert torch.equal(param, initial[name]), f"frozen {name} changed"
+
+
+@pytest.mark.slow
+def test_stage1_reaches_demo_accuracy(stage1_run: TrainedRun) -> None:
+    metrics = json.loads((stage1_run.adapter_dir / "metrics.json").read_text())
+
+    assert metrics["val_accuracy"] >= 0.85
+    assert METRIC_KEYS <= metrics.keys()
+    steps = -(-DEMO_TRAIN_PAIRS // (stage1_run.config.global_batch_size // 2))  # one epoch, last batch partial
+    assert metrics["steps"] == steps == 228
+    assert [s for s, _ in metrics["train_loss_curve"]] == list(range(1, steps + 1))
+    assert metrics["val_log_loss"] < 0.45 and metrics["train_tokens_per_second"] > 0
+    assert 0 <= metrics["padding_fraction"] < 0.05  # length grouping keeps padding small
+    assert metrics["val_rows"] == 102
+
+
+def test_stage1_adapter_directory_is_a_finished_peft_adapter(stage1_run: TrainedRun, demo_backbone: Path) -> None:
+    adapter = stage1_run.adapter_dir
+
+    assert read_manifest(adapter)["kind"] == "lora_adapter"
+    assert not list(adapter.parent.glob(f"{adapter.name}.tmp-*"))
+    assert not adapter.with_name(adapter.name + ".work").exists()  # checkpoints cleared after the final save
+    base = AutoModelForCausalLM.from_pretrained(demo_backbone, dtype=torch.float32)
+    loaded = PeftModel.from_pretrained(base, adapter)
+    lora_b = [p for n, p in loaded.named_parameters() if ".lora_B." in n]
+    assert len(lora_b) == len(LORA_TARGETS) * TINY_LAYERS and all(p.abs().sum() > 0 for p in lora_b)

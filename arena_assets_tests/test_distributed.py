@@ -1,0 +1,288 @@
+"""Several processes on the CPU (gloo ranks under a real `accelerate launch`): the batch plan, a DDP training
+run against one process, rank-0-only reporting through Dagster, and the scorer's shards."""
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from arena_assets.hard_labels import build_hard_label_set
+from arena_assets.ranker.collate import shard_batches
+from arena_assets.ranker.config import ScoreConfig, TrainConfig, save_config
+from arena_assets.ranker.data import encode_frame, read_pairs
+from arena_assets.ranker.prompt import PromptTemplate
+from arena_assets.ranker.scorer import LOGIT_COLUMNS, score
+from arena_assets.ranker.trainer import plan_steps, train
+from arena_assets.readers import read_source
+from arena_assets.resources import AccelerateLauncher
+from arena_assets.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAINER = "arena_assets.ranker.trainer"
+SCORER = "arena_assets.ranker.scorer"
+TRAIN_PAIRS = 63  # odd: one batch of the epoch holds a single pair, so ranks can hold unequal rows
+SCORE_ROWS = 100
+ROWS_PER_SHARD = 16  # 100 rows: 7 shards, the last one short
+MAX_STEPS = 8
+# Same rows, shapes and dtype (fp32) in both runs; only the order of the gradient sum differs (gloo's
+# all-reduce of two halves vs. accumulation), which moves results by fp32 rounding (~1e-7; 0.0 observed).
+# Unequal per-rank weighting of a short batch moved the adapter by 3e-4, so 1e-5 separates the two.
+TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class DistData:
+    """Inputs of the distributed runs."""
+
+    backbone: Path
+    train: Path  # TRAIN_PAIRS swap pairs, rows 2k and 2k+1 adjacent
+    score: Path  # SCORE_ROWS validation rows with unique ids
+
+
+@pytest.fixture(scope="module")
+def dist_data(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> DistData:
+    """A small train and scoring set from the embedded sample data."""
+    settings = Settings(project_dir=demo_project)
+    frame = read_source("wsdm_train", [settings.wsdm_train_path]).frame
+    built = build_hard_label_set([frame], validation_fraction=0.1, seed=0)
+    root = tmp_path_factory.mktemp("dist_data")
+    built.train.iloc[: 2 * TRAIN_PAIRS].to_parquet(root / "train.parquet", index=False)
+    built.validation.iloc[:SCORE_ROWS].to_parquet(root / "score.parquet", index=False)
+    return DistData(backbone=settings.backbone, train=root / "train.parquet", score=root / "score.parquet")
+
+
+def _train_config(data: DistData, output_dir: Path) -> TrainConfig:
+    """fp32, no dropout (each rank would draw its own masks) and no warmup, so runs compare exactly."""
+    return TrainConfig(
+        backbone=str(data.backbone), output_dir=str(output_dir), train_path=str(data.train),
+        lora_r=8, lora_alpha=16, lora_dropout=0.0, max_length=192, max_steps=MAX_STEPS,
+        per_device_batch_size=4, global_batch_size=8, lr_lora_a=2e-3, lr_lora_b=4e-3, warmup_ratio=0.0,
+        precision="fp32", gradient_checkpointing=0.0, attn_implementation="sdpa", use_liger="off",
+        resume=False, log_every_steps=1, seed=42,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launcher(hf_home: Path) -> AccelerateLauncher:
+    """Two gloo ranks on a free port (tests of other sessions may hold torchrun's default 29500)."""
+    env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    return AccelerateLauncher(num_processes=2, cpu=True, main_process_port=_free_port(), env=env)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """The in-process reference computes with one thread, as each CPU rank does here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pairs_of(rows: list[int]) -> list[int]:
+    assert rows[0::2] == [r - 1 for r in rows[1::2]] and all(r % 2 == 0 for r in rows[0::2]), rows
+    return [r // 2 for r in rows[0::2]]
+
+
+# ---- the batch plan (pure)
+
+
+def _plan_config(**overrides: object) -> TrainConfig:
+    values = {"per_device_batch_size": 4, "global_batch_size": 8, "epochs": 1.0, "seed": 3, **overrides}
+    return TrainConfig(**values)
+
+
+def _lengths(pairs: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(20, 400, size=2 * pairs)
+
+
+def test_ranks_get_whole_disjoint_pairs_and_as_many_micro_batches() -> None:
+    config = _plan_config()
+    pairs = 61  # 31 micro-batches of 2 pairs (one of 1 pair): the last step keeps 0 of its 1 for 2 ranks
+    steps = plan_steps(config, _lengths(pairs), num_processes=2)
+    ranks = [[rows for step in steps for rows in shard_batches(step, num_processes=2, process_index=r)]
+             for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 15
+    rank_pairs = [[pair for rows in micro for pair in _pairs_of(rows)] for micro in ranks]
+    assert all(len(set(p)) == len(p) for p in rank_pairs)
+    assert not set(rank_pairs[0]) & set(rank_pairs[1])
+    # Dropped tail: at most N-1 = 1 micro-batch (of 2 pairs) per run, from the last, incomplete step.
+    missing = set(range(pairs)) - set(rank_pairs[0]) - set(rank_pairs[1])
+    assert len(missing) <= 2
+    [last] = plan_steps(config, _lengths(pairs), num_processes=1)[-1:]
+    assert missing == set(_pairs_of(last[0]))
+
+
+@pytest.mark.parametrize("num_processes", [2, 4])
+@pytest.mark.parametrize(("per_device", "epochs"), [(2, 1.0), (2, 2.0), (4, 1.5)])
+def test_step_rows_do_not_depend_on_the_process_count(num_processes: int, per_device: int,
+                                                      epochs: float) -> None:
+    config = _plan_config(per_device_batch_size=per_device, global_batch_size=16, epochs=epochs)
+    lengths = _lengths(97)
+    single = plan_steps(config, lengths, num_processes=1)
+    several = plan_steps(config, lengths, num_processes=num_processes)
+    # Every step but a short last one is the same rows; the last keeps a multiple of N micro-batches.
+    assert several[:-1] == single[: len(several) - 1]
+    assert len(single) - len(several) in (0, 1)
+    assert single[len(several) - 1][: len(several[-1])] == several[-1]
+    for step in several:
+        shards = [shard_batches(step, num_processes=num_processes, process_index=r)
+                  for r in range(num_processes)]
+        assert len({len(shard) for shard in shards}) == 1
+        assert sorted(rows for shard in shards for rows in shard) == sorted(step)
+
+
+def test_fewer_micro_batches_than_processes_fail_loudly() -> None:
+    with pytest.raises(ValueError, match="cannot be shared among 4 processes"):
+        plan_steps(_plan_config(global_batch_size=16), _lengths(5), num_processes=4)
+
+
+# ---- training: two ranks through the launcher resource, inside Dagster
+
+
+class TrainRun(dg.Config):
+    """Where the trainer's config file is."""
+
+    config_path: str
+
+
+@dg.asset
+def ddp_adapter(context: dg.AssetExecutionContext, config: TrainRun,
+                launcher: AccelerateLauncher) -> dg.MaterializeResult:
+    """A LoRA adapter trained by two processes."""
+    return launcher.materialize(context=context, module=TRAINER, config_path=Path(config.config_path))
+
+
+@dataclass(frozen=True)
+class DdpRun:
+    """The Dagster result of the two-process training and where it wrote."""
+
+    result: dg.ExecuteInProcessResult
+    instance: dg.DagsterInstance
+    config: TrainConfig
+
+
+@pytest.fixture(scope="module")
+def ddp_run(dist_data: DistData, tmp_path_factory: pytest.TempPathFactory) -> DdpRun:
+    """One two-process training run, shared by the tests below (each run costs half a minute on 2 cores)."""
+    root = tmp_path_factory.mktemp("ddp")
+    config = _train_config(dist_data, root / "run" / "adapter")
+    config_path = save_config(config, root / "train.json")
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [ddp_adapter], resources={"launcher": _launcher(root / "hf")}, instance=instance,
+        raise_on_error=False,
+        run_config={"ops": {"ddp_adapter": {"config": {"config_path": str(config_path)}}}},
+    )
+    return DdpRun(result=result, instance=instance, config=config)
+
+
+@pytest.mark.slow
+def test_only_rank_zero_reports_to_dagster(ddp_run: DdpRun) -> None:
+    assert ddp_run.result.success
+    [materialization] = ddp_run.result.asset_materializations_for_node("ddp_adapter")
+    metadata = materialization.metadata
+    assert metadata["num_processes"] == dg.IntMetadataValue(2)
+    assert metadata["steps"] == dg.IntMetadataValue(MAX_STEPS)
+    assert metadata["adapter_dir"] == dg.MetadataValue.path(ddp_run.config.output_dir)
+    assert np.isfinite(metadata["train_loss_final"].value)
+    # Rank 1 logs locally at debug level only: each progress line reaches Dagster once.
+    messages = [entry.user_message for entry in ddp_run.instance.all_logs(ddp_run.result.run_id)]
+    assert sum("optimizer steps x" in message for message in messages) == 1
+    assert sum(f"step {MAX_STEPS}/{MAX_STEPS} loss" in message for message in messages) == 1
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_with_the_same_global_batch(ddp_run: DdpRun, dist_data: DistData,
+                                                                 tmp_path: Path) -> None:
+    assert ddp_run.result.success
+    two = ddp_run.config
+    out = Path(two.output_dir)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["adapter"]  # no .tmp- or .work leftovers
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["num_processes"], metrics["steps"]) == (2, MAX_STEPS)
+
+    # The plan puts the one-pair batch in a step run here, where the ranks hold 4 and 2 rows: the
+    # gradient must still be the mean over the step's 6 rows, as with one process.
+    tokenizer = AutoTokenizer.from_pretrained(two.backbone)
+    lengths = encode_frame(PromptTemplate.from_tokenizer(tokenizer), read_pairs(two.train_path),
+                           max_length=two.max_length, rebalance=two.rebalance_truncation).lengths
+    steps = plan_steps(two, lengths, num_processes=2)[:MAX_STEPS]
+    assert any(len({len(rows) for rows in step}) > 1 for step in steps), "no short batch in the steps run"
+
+    # One process, per-device batch 4 with 2 accumulation steps: each step is the same 8 (or 6) rows.
+    one = dataclasses.replace(two, output_dir=str(tmp_path / "one" / "adapter"))
+    with _one_thread():
+        reference = train(one)
+    assert reference["num_processes"] == 1
+    curve_one, curve_two = np.array(reference["train_loss_curve"]), np.array(metrics["train_loss_curve"])
+    assert curve_one[:, 0].tolist() == curve_two[:, 0].tolist() == list(range(1, MAX_STEPS + 1))
+    np.testing.assert_allclose(curve_two[:, 1], curve_one[:, 1], rtol=0, atol=TOLERANCE)
+    weights_one = load_file(Path(one.output_dir) / "adapter_model.safetensors")
+    weights_two = load_file(out / "adapter_model.safetensors")
+    assert weights_one.keys() == weights_two.keys() and any("lora_B" in k for k in weights_one)
+    diff = max((weights_one[k] - weights_two[k]).abs().max().item() for k in weights_one)
+    assert diff < TOLERANCE, f"LoRA weights differ by {diff}"
+    # Training moved them, so the match is not two untouched initialisations.
+    assert all(weights_two[k].abs().max() > 0 for k in weights_two if "lora_B" in k)
+
+
+# ---- scoring: shard k on rank k mod 2, merged by rank 0
+
+
+@pytest.mark.slow
+def test_two_processes_score_each_row_once_like_one(dist_data: DistData, tmp_path: Path) -> None:
+    def config(output_dir: Path) -> ScoreConfig:
+        return ScoreConfig(model=str(dist_data.backbone), input_path=str(dist_data.score),
+                           output_dir=str(output_dir), max_length=192, token_budget=2048, max_batch_rows=8,
+                           rows_per_shard=ROWS_PER_SHARD, precision="fp32", attn_implementation="sdpa",
+                           use_liger="off")
+
+    two = config(tmp_path / "two")
+    launcher = _launcher(tmp_path / "hf")
+    command = launcher.command(module=SCORER, config_path=save_config(two, tmp_path / "score.json"))
+    run = subprocess.run(command, env={**os.environ, **launcher.launch_env()}, cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    shard_count = -(-SCORE_ROWS // ROWS_PER_SHARD)
+    ids = pd.read_parquet(dist_data.score)["id"].astype(str).tolist()
+    shard_dir = Path(two.output_dir) / "shards"
+    shards = [pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(shard_count)]
+    assert [row for shard in shards for row in shard["id"]] == ids  # each row in exactly one shard, in order
+    # Rank 0 logs only its own shards (k = 0, 2, 4, 6): rank 1 scored the others.
+    logged = {int(k) for k in re.findall(rf"shard (\d+)/{shard_count}: ", run.stdout + run.stderr)}
+    assert logged == set(range(1, shard_count + 1, 2))
+    metrics = json.loads((Path(two.output_dir) / "metrics.json").read_text())
+    assert (metrics["rows"], metrics["rows_scored_this_run"], metrics["shards"]) == (SCORE_ROWS, SCORE_ROWS,
+                                                                                     shard_count)
+
+    merged = pd.read_parquet(Path(two.output_dir) / "logits.parquet")
+    assert merged["id"].tolist() == ids
+    with _one_thread():
+        score(config(tmp_path / "one"))
+    reference = pd.read_parquet(tmp_path / "one" / "logits.parquet")
+    assert reference["id"].tolist() == ids
+    columns = list(LOGIT_COLUMNS)
+    np.testing.assert_allclose(merged[columns].to_numpy(), reference[columns].to_numpy(), rtol=0,
+                               atol=TOLERANCE)
