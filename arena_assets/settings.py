@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Profile = Literal["demo", "qwen14b"]
 
-# Per-profile values for settings the user leaves unset. The ranker's own defaults (DESIGN §5, the 14B
+# Per-profile values for settings the user leaves unset. The ranker's own defaults (the 14B
 # recipe) live in arena_assets/ranker/config.py; a profile only lists what it changes.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "demo": {

@@ -4,7 +4,7 @@
 
 Every variant runs the real entry points (`python -m arena_assets.ranker.trainer|scorer --config F`) as
 child processes, so what is timed is what the assets run. Prints one table at the end and writes
-`results.json` under --out. The 14B shape (DESIGN §6) is a config.json plus the tiny tokenizer; the
+`results.json` under --out. The 14B shape is a config.json plus the tiny tokenizer; the
 trainer and scorer build it with random weights on the GPU (`random_init`), so no download is needed.
 """
 
@@ -27,7 +27,7 @@ TINY = ROOT / "data" / "embedded" / "tiny-qwen2"
 HARD = ROOT / "data" / "artifacts" / "hard_label_set"
 OPEN = ROOT / "data" / "artifacts" / "open_model_pairs" / "rows.parquet"
 TINY_MERGED = ROOT / "data" / "artifacts" / "merged_stage1_model" / "model"
-NON_EMBEDDING_PARAMS_14B = 13.2e9  # DESIGN §6
+NON_EMBEDDING_PARAMS_14B = 13.2e9
 QWEN14B_SHAPE = dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=48, num_attention_heads=40,
                      num_key_value_heads=8, vocab_size=152064, max_position_embeddings=32768,
                      rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=False)
@@ -104,7 +104,7 @@ def run_entry(module: str, config: dict, work: Path, name: str) -> dict:
 
 def train_variant(work: Path, backbone: Path, data: Path, *, max_length: int, extra: dict, steps: int) -> dict:
     """Stage-1 training for `steps` optimizer steps of one swap pair (2 rows) each; FLOPs per token
-    are 6P with every layer recomputed, 4P with none (DESIGN §6)."""
+    are 6P with every layer recomputed, 4P with none."""
     config = {"backbone": str(backbone), "output_dir": str(work / "adapter"), "train_path": str(data),
               "max_length": max_length, "per_device_batch_size": 2, "global_batch_size": 2,
               "max_steps": steps, "random_init": True, "resume": False, "precision": "bf16",

@@ -1,6 +1,6 @@
 """One typed config per ranker entry point; every default is defined here, once.
 
-Defaults are the seed's stage-1 recipe for Qwen2.5-14B-Instruct (DESIGN §5). A profile (arena_assets
+Defaults are the WSDM Cup 5th-place stage-1 recipe for Qwen2.5-14B-Instruct. A profile (arena_assets
 settings) or a run config overrides fields by name. Config files are JSON or YAML with these field names.
 """
 

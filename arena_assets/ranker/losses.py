@@ -22,7 +22,7 @@ def soft_label_loss(
     """Mean over rows of -sum softmax(teacher / T) * log_softmax(logits); [B, 2], [B, 2] -> scalar.
 
     Only the teacher is tempered: the student is trained to match the softened targets at T=1, as the
-    seed's stage 2 did.
+    5th-place recipe's stage 2 did.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")

@@ -2,7 +2,7 @@
 
     python -m arena_assets.ranker.soft_labels --config stage2.json
 
-One parquet (the seed's "240k parquet") with the canonical columns, `pair_id`, `is_swapped`,
+One parquet (the 5th-place recipe's "240k parquet") with the canonical columns, `pair_id`, `is_swapped`,
 `label_source` ("human" | "stage1") and `teacher_logits` (two floats per row); every row is followed by
 its A/B swap with the teacher logits swapped too.
 """
