@@ -1,4 +1,4 @@
-"""The sample raw files as DataFrames in the published layouts (README, "Data"), all from one seed.
+"""The sample raw files as DataFrames in the published layouts (README, 'Data'), all from one seed.
 
 Each file draws from its own random stream (seed, file name), so resizing one file leaves the others as
 they were. Sizes and awkward-row shares are the constants in `sample_data`.

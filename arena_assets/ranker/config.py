@@ -39,7 +39,7 @@ class TrainConfig:
     rebalance_truncation: bool = True  # hand budget that short fields leave unused to long ones
     group_by_length: bool = True
     # optimisation
-    epochs: float = 1.0
+    epochs: float = 1.0  # 0 with max_steps > 0: as many epochs as the steps need
     max_steps: int = 0  # > 0 stops after this many optimizer steps (smoke tests, benchmarks)
     global_batch_size: int = 16  # rows per optimizer step, swaps included
     per_device_batch_size: int = 2  # rows per forward pass; even, so a row and its swap share a batch
@@ -82,6 +82,7 @@ class TrainConfig:
         _require(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]")
         _require(self.max_length >= 64, "max_length must be at least 64 tokens")
         _require(self.epochs > 0 or self.max_steps > 0, "set epochs > 0 or max_steps > 0")
+        _require(self.epochs >= 0, "epochs must not be negative")
         _require(self.temperature > 0, "temperature must be positive")
 
     def accumulation_steps(self, num_processes: int) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from accelerate import Accelerator
 from peft import PeftModel
 from transformers import AutoTokenizer
 
@@ -56,7 +57,11 @@ def check_free_disk(output_dir: Path, needed_bytes: int) -> None:
 
 
 def merge(config: MergeConfig) -> dict[str, Any]:
-    """Merge, check parity, save; returns the parity report."""
+    """Merge, check parity, save; returns the parity report (empty on ranks other than 0)."""
+    # Merging is one process's work: under a multi-process launch the other ranks leave at once, so two
+    # ranks never write the same directory or both report to Dagster.
+    if not Accelerator(mixed_precision="no").is_main_process:
+        return {}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = resolve_dtype(config.precision, device)
     with pipes_reporter(is_main_process=True) as reporter:

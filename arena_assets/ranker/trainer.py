@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_cosine_with_min_lr_schedule_with_warmup
@@ -117,13 +117,17 @@ def plan_steps(config: TrainConfig, lengths: np.ndarray, *, num_processes: int) 
     per_step = config.accumulation_steps(num_processes) * num_processes
     pair_lengths = np.maximum(lengths[0::2], lengths[1::2]).tolist()
     batches: list[list[int]] = []
-    for epoch in range(max(1, math.ceil(config.epochs))):
-        epoch_batches = pair_batches(
-            pair_lengths, pairs_per_batch, seed=config.seed, epoch=epoch, group_by_length=config.group_by_length
-        )
-        if epoch + 1 > config.epochs:  # a fractional last epoch
+    epoch = 0
+    # epochs == 0 means "as many epochs as max_steps needs".
+    while epoch < config.epochs or (config.epochs <= 0 and len(batches) < config.max_steps * per_step):
+        epoch_batches = pair_batches(pair_lengths, pairs_per_batch, seed=config.seed, epoch=epoch,
+                                     group_by_length=config.group_by_length)
+        if config.epochs > 0 and epoch + 1 > config.epochs:  # a fractional last epoch
             epoch_batches = epoch_batches[: int(len(epoch_batches) * (config.epochs - epoch))]
+        if not epoch_batches:
+            break
         batches.extend(pair_rows(b) for b in epoch_batches)
+        epoch += 1
     steps = [batches[start : start + per_step] for start in range(0, len(batches), per_step)]
     if steps:
         steps[-1] = steps[-1][: len(steps[-1]) // num_processes * num_processes]
@@ -138,6 +142,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Run one training job; returns the metrics written to `metrics.json`."""
     # Precision is the ranker's own (weights loaded in the compute dtype), not accelerate's autocast.
     accelerator = Accelerator(mixed_precision="no")
+    if accelerator.distributed_type == DistributedType.FSDP:
+        # prepare() turns the LoRA weights into flat shards, while MasterWeights, the rank-0 save_pretrained
+        # and evaluation through unwrap_model need them whole: remove once those gather full weights.
+        raise NotImplementedError("the trainer runs under DDP, not yet FSDP (docs/multi-gpu.md): launch it "
+                                  "with configs/accelerate/ddp.yaml or --num_processes")
     set_seed(config.seed)
     output_dir = Path(config.output_dir)
     work_dir = output_dir.with_name(output_dir.name + ".work")

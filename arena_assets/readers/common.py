@@ -60,7 +60,7 @@ def require_columns(path: Path, present: Sequence[str], required: Sequence[str],
             path,
             f"missing column(s) {', '.join(map(repr, missing))}; expected columns {', '.join(required)}"
             f" (found {', '.join(map(str, present))})",
-            f"Check that this is a {source} file (README, "Data": the expected columns) or pick the matching --source.",
+            f"Check that this is a {source} file (README, 'Data': the expected columns) or pick the matching --source.",
         )
 
 
@@ -90,7 +90,7 @@ def read_parquet(
             raise ReaderError(
                 path,
                 f"has type {typ}, expected {_KIND_WORDS[kind]}",
-                f"Write {column!r} as {_KIND_WORDS[kind]} (README, "Data", lists the {source} layout).",
+                f"Write {column!r} as {_KIND_WORDS[kind]} (README, 'Data', lists the {source} layout).",
                 column=column,
             )
     try:

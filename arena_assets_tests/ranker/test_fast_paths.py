@@ -1,0 +1,190 @@
+"""Training fast paths keep the numerics: bf16 adapters with fp32 masters, partial recompute, liger kernels."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import AutoTokenizer
+
+from arena_assets.ranker import trainer
+from arena_assets.ranker.collate import collate_rows
+from arena_assets.ranker.config import ScoreConfig, TrainConfig
+from arena_assets.ranker.data import encode_frame, read_pairs
+from arena_assets.ranker.losses import hard_label_loss
+from arena_assets.ranker.modeling import LetterHead
+from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
+from arena_assets.ranker.scorer import load_scoring_head
+from arena_assets_tests.ranker.conftest import PairFiles
+
+LORA_PARAMS = 28  # lora_A and lora_B on 7 projections x 2 layers of the tiny backbone
+# bf16 keeps 8 significant bits (relative step 2^-8 ~ 0.004); the two adapter paths round at different
+# places, so losses near 0.7 differ by a few 1e-3 and letter logits of a few units by a few 1e-2.
+BF16_LOSS_ATOL = 1e-2
+BF16_LOGIT_ATOL = 5e-2
+# Recompute replays the same fp32 operations on the same inputs; only summation order may differ.
+RECOMPUTE_ATOL = 1e-5
+
+
+def _spy_optimizer(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Captures the peft model and the optimizer's parameters (with their values before the first step)."""
+    seen: dict[str, Any] = {}
+    real = trainer.build_optimizer
+
+    def spy(config: TrainConfig, params: list[tuple[str, torch.nn.Parameter]]) -> torch.optim.Optimizer:
+        seen["params"] = params
+        seen["initial"] = {n: p.detach().clone() for n, p in params}
+        return real(config, params)
+
+    real_peft = trainer.get_peft_model
+
+    def spy_peft(*args: Any, **kwargs: Any) -> Any:
+        seen["model"] = real_peft(*args, **kwargs)
+        return seen["model"]
+
+    monkeypatch.setattr(trainer, "build_optimizer", spy)
+    monkeypatch.setattr(trainer, "get_peft_model", spy_peft)
+    return seen
+
+
+def _deltas(seen: dict[str, Any], kind: str) -> torch.Tensor:
+    """How far the optimizer moved the `kind` ("lora_A" / "lora_B") weights, flattened in fp32."""
+    return torch.cat([(p.detach() - seen["initial"][n]).float().flatten()
+                      for n, p in seen["params"] if f".{kind}." in n])
+
+
+@pytest.mark.slow
+def test_bf16_adapters_with_fp32_masters_match_peft_fp32_adapters(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    runs: dict[bool, dict[str, Any]] = {}
+    for compute_dtype in (True, False):
+        seen = _spy_optimizer(monkeypatch)
+        # lr_lora_a is the recipe's 1e-5: A's updates are below bf16's resolution of A (~2e-4 of ~0.06), so
+        # only fp32 masters keep them. lora_B takes the demo's 4e-3 so the model visibly moves.
+        config = make_train_config(
+            small_files, tmp_path / f"adapter-{compute_dtype}", precision="bf16", adapter_compute_dtype=compute_dtype,
+            lr_lora_a=1e-5, max_steps=4, per_device_batch_size=8, global_batch_size=8, max_length=192,
+            validation_path="", warmup_ratio=0.0,
+        )
+        runs[compute_dtype] = {"metrics": trainer.train(config), **seen}
+    fast, reference = runs[True], runs[False]
+
+    lora = [p for n, p in fast["model"].named_parameters() if p.requires_grad]
+    assert len(lora) == LORA_PARAMS and {p.dtype for p in lora} == {torch.bfloat16}
+    assert {p.dtype for _, p in fast["params"]} == {torch.float32}  # the optimizer steps fp32 masters
+    assert not any(p is q for p in lora for _, q in fast["params"])
+    assert {p.dtype for p in reference["model"].parameters() if p.requires_grad} == {torch.float32}
+
+    fast_curve = [loss for _, loss in fast["metrics"]["train_loss_curve"]]
+    reference_curve = [loss for _, loss in reference["metrics"]["train_loss_curve"]]
+    assert len(fast_curve) == 4
+    torch.testing.assert_close(torch.tensor(fast_curve), torch.tensor(reference_curve), rtol=0, atol=BF16_LOSS_ATOL)
+    # Step 1 runs before any update, so a later step that differs by more than this means the updates differ.
+    assert abs(fast_curve[1] - fast_curve[0]) > 10 * BF16_LOSS_ATOL
+
+    for kind in ("lora_A", "lora_B"):
+        fast_delta, reference_delta = _deltas(fast, kind), _deltas(reference, kind)
+        cosine = torch.nn.functional.cosine_similarity(fast_delta, reference_delta, dim=0)
+        assert cosine > 0.99, f"{kind}: master updates point elsewhere than fp32 adapters' (cosine {cosine:.4f})"
+        assert fast_delta.norm() == pytest.approx(reference_delta.norm(), rel=0.02)
+
+    logits = [_adapter_logits(small_files, tmp_path / f"adapter-{flag}") for flag in (True, False)]
+    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=BF16_LOGIT_ATOL)
+
+
+def _adapter_logits(files: PairFiles, adapter_dir: Path) -> torch.Tensor:
+    """Letter logits [8, 2] of the first validation rows through the scorer's bf16 backbone + adapter path."""
+    backbone = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    head, tokenizer = load_scoring_head(ScoreConfig(model=backbone, adapter_dir=str(adapter_dir), precision="bf16",
+                                                    max_length=192, token_budget=4096), torch.device("cpu"))
+    batch = _batch(tokenizer, read_pairs(files.validation).head(8))
+    with torch.no_grad():
+        return head(batch["input_ids"], batch["attention_mask"])
+
+
+def _batch(tokenizer: Any, frame: Any, labels: bool = False) -> dict[str, torch.Tensor]:
+    encoded = encode_frame(PromptTemplate.from_tokenizer(tokenizer), frame, max_length=192, rebalance=True)
+    features = [{"input_ids": ids} for ids in encoded.input_ids]
+    if labels:
+        features = [{**f, "label": int(w == "model_b")} for f, w in zip(features, frame["winner"], strict=True)]
+    return collate_rows(features, pad_token_id=tokenizer.pad_token_id)
+
+
+def _loss_and_grads(config: TrainConfig, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, list[int]]:
+    """One training forward/backward as the trainer runs it; also how often each layer's attention ran."""
+    set_seed(0)
+    model, _ = trainer.build_model(config, Accelerator(cpu=True))
+    layers = model.get_base_model().model.layers
+    calls = [0] * len(layers)
+    for index, layer in enumerate(layers):
+        layer.self_attn.register_forward_hook(lambda *_, i=index: calls.__setitem__(i, calls[i] + 1))
+    head = LetterHead(model, letter_token_ids(AutoTokenizer.from_pretrained(config.backbone))).train()
+    torch.manual_seed(1)  # the same dropout masks in every configuration
+    loss = hard_label_loss(head(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads, calls
+
+
+@pytest.mark.parametrize(("share", "recomputed"), [(0.5, [2, 1]), (1.0, [2, 2])])
+def test_gradient_checkpointing_gives_the_same_loss_and_grads(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], share: float, recomputed: list[int],
+    tmp_path: Path,
+) -> None:
+    def config(gc: float) -> TrainConfig:
+        # Dropout on, so recompute must also replay the random masks.
+        return make_train_config(small_files, tmp_path / "unused", precision="fp32", gradient_checkpointing=gc,
+                                 lora_dropout=0.1)
+
+    tokenizer = AutoTokenizer.from_pretrained(config(0.0).backbone)
+    batch = _batch(tokenizer, read_pairs(small_files.train).head(8), labels=True)
+    loss, grads, calls = _loss_and_grads(config(0.0), batch)
+    assert calls == [1, 1]
+    assert all(g.abs().sum() > 0 for n, g in grads.items() if ".lora_B." in n)
+
+    loss_gc, grads_gc, calls_gc = _loss_and_grads(config(share), batch)
+    assert calls_gc == recomputed  # the first share of the layers runs forward twice
+    torch.testing.assert_close(loss_gc, loss, rtol=0, atol=RECOMPUTE_ATOL)
+    assert grads_gc.keys() == grads.keys() and len(grads) == LORA_PARAMS
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_gc[name], grad, rtol=0, atol=RECOMPUTE_ATOL, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="liger-kernel's Triton kernels need CUDA")
+def test_liger_kernels_keep_loss_and_grads(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    pytest.importorskip("liger_kernel")
+
+    def run(use_liger: str) -> tuple[torch.Tensor, dict, torch.nn.Module]:
+        config = make_train_config(small_files, tmp_path / "unused", precision="bf16", use_liger=use_liger,
+                                   lora_dropout=0.0)
+        set_seed(0)
+        accelerator = Accelerator()
+        model, _ = trainer.build_model(config, accelerator)
+        tokenizer = AutoTokenizer.from_pretrained(config.backbone)
+        batch = {k: v.to(accelerator.device) for k, v in
+                 _batch(tokenizer, read_pairs(small_files.train).head(8), labels=True).items()}
+        logits = LetterHead(model, letter_token_ids(tokenizer)).train()(batch["input_ids"], batch["attention_mask"])
+        loss = hard_label_loss(logits, batch["labels"])
+        loss.backward()
+        grads = {n: p.grad.float() for n, p in model.named_parameters() if p.requires_grad}
+        return torch.cat([loss.detach().view(1), logits.detach().flatten()]), grads, model.get_base_model()
+
+    plain, plain_grads, plain_model = run("off")
+    fused, fused_grads, fused_model = run("on")
+    assert getattr(fused_model, "arena_liger", False) and not getattr(plain_model, "arena_liger", False)
+    # Both run in bf16; liger's fused kernels round once where eager PyTorch rounds per operation.
+    torch.testing.assert_close(fused, plain, rtol=0, atol=BF16_LOGIT_ATOL)
+    for name, grad in plain_grads.items():
+        cosine = torch.nn.functional.cosine_similarity(fused_grads[name].flatten(), grad.flatten(), dim=0)
+        assert cosine > 0.99, f"{name}: gradient direction changed with liger (cosine {cosine:.4f})"
