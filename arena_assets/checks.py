@@ -27,7 +27,9 @@ def hard_label_schema(settings: ArenaSettingsResource) -> dg.AssetCheckResult:
     for path in hard_label_paths(settings.settings()):
         frame = pd.read_parquet(path)
         missing = [c for c in HARD_LABEL_COLUMNS if c not in frame.columns]
-        bad_winners = int((~frame["winner"].isin(["model_a", "model_b"])).sum()) if "winner" in frame else len(frame)
+        bad_winners = (
+            int((~frame["winner"].isin(["model_a", "model_b"])).sum()) if "winner" in frame else len(frame)
+        )
         if missing or bad_winners:
             problems[path.name] = {"missing_columns": missing, "rows_without_winner": bad_winners}
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
@@ -39,8 +41,11 @@ def label_balance_within_bounds(settings: ArenaSettingsResource) -> dg.AssetChec
     train = pd.read_parquet(hard_label_paths(settings.settings())[0])
     share = float((train.loc[~train["is_swapped"], "winner"] == "model_b").mean())
     low, high = LABEL_SHARE_BOUNDS
-    return dg.AssetCheckResult(passed=low <= share <= high, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"observed_share_b": share, "expected_low": low, "expected_high": high})
+    return dg.AssetCheckResult(
+        passed=low <= share <= high,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"observed_share_b": share, "expected_low": low, "expected_high": high},
+    )
 
 
 @dg.asset_check(asset="hard_label_set", blocking=True)
@@ -50,9 +55,11 @@ def no_prompt_in_both_splits(settings: ArenaSettingsResource) -> dg.AssetCheckRe
 
     train_path, validation_path = hard_label_paths(settings.settings())
     shared = set(normalise(pd.read_parquet(train_path)["prompt"])) & set(
-        normalise(pd.read_parquet(validation_path)["prompt"]))
-    return dg.AssetCheckResult(passed=not shared, metadata={"observed_shared_prompts": len(shared),
-                                                            "expected_shared_prompts": 0})
+        normalise(pd.read_parquet(validation_path)["prompt"])
+    )
+    return dg.AssetCheckResult(
+        passed=not shared, metadata={"observed_shared_prompts": len(shared), "expected_shared_prompts": 0}
+    )
 
 
 @dg.asset_check(asset="hard_label_set", blocking=True)
@@ -61,13 +68,25 @@ def swap_pairs_complete(settings: ArenaSettingsResource) -> dg.AssetCheckResult:
     train = pd.read_parquet(hard_label_paths(settings.settings())[0])
     first, second = train.iloc[0::2].reset_index(drop=True), train.iloc[1::2].reset_index(drop=True)
     if len(first) != len(second):
-        return dg.AssetCheckResult(passed=False, metadata={"observed_rows": len(train), "expected": "even count"})
-    broken = ((first["pair_id"] != second["pair_id"]) | first["is_swapped"] | ~second["is_swapped"]
-              | (first["response_a"] != second["response_b"]) | (first["response_b"] != second["response_a"])
-              | (first["winner"] == second["winner"]))
-    return dg.AssetCheckResult(passed=not broken.any(), metadata={"observed_broken_pairs": int(broken.sum()),
-                                                                  "expected_broken_pairs": 0,
-                                                                  "pairs": len(first)})
+        return dg.AssetCheckResult(
+            passed=False, metadata={"observed_rows": len(train), "expected": "even count"}
+        )
+    broken = (
+        (first["pair_id"] != second["pair_id"])
+        | first["is_swapped"]
+        | ~second["is_swapped"]
+        | (first["response_a"] != second["response_b"])
+        | (first["response_b"] != second["response_a"])
+        | (first["winner"] == second["winner"])
+    )
+    return dg.AssetCheckResult(
+        passed=not broken.any(),
+        metadata={
+            "observed_broken_pairs": int(broken.sum()),
+            "expected_broken_pairs": 0,
+            "pairs": len(first),
+        },
+    )
 
 
 @dg.asset_check(asset="open_model_soft_logits", blocking=True)
@@ -80,8 +99,12 @@ def soft_logits_cover_open_pairs(settings: ArenaSettingsResource) -> dg.AssetChe
     missing = len(expected - set(logits["id"]))
     return dg.AssetCheckResult(
         passed=bool(np.isfinite(values).all()) and missing == 0 and not logits["id"].duplicated().any(),
-        metadata={"observed_nonfinite": int((~np.isfinite(values)).sum()), "observed_missing_ids": missing,
-                  "observed_duplicate_ids": int(logits["id"].duplicated().sum()), "expected_rows": len(expected)},
+        metadata={
+            "observed_nonfinite": int((~np.isfinite(values)).sum()),
+            "observed_missing_ids": missing,
+            "observed_duplicate_ids": int(logits["id"].duplicated().sum()),
+            "expected_rows": len(expected),
+        },
     )
 
 
@@ -91,20 +114,29 @@ def soft_label_rows_finite(settings: ArenaSettingsResource) -> dg.AssetCheckResu
     frame = pd.read_parquet(stage2_path(settings.settings()))
     values = np.stack(frame["teacher_logits"].map(lambda v: np.asarray(v, dtype=np.float64)).to_list())
     ok = values.ndim == 2 and values.shape[1] == 2 and bool(np.isfinite(values).all())
-    return dg.AssetCheckResult(passed=ok, metadata={"observed_nonfinite": int((~np.isfinite(values)).sum()),
-                                                    "rows": len(frame)})
+    return dg.AssetCheckResult(
+        passed=ok, metadata={"observed_nonfinite": int((~np.isfinite(values)).sum()), "rows": len(frame)}
+    )
 
 
 def merge_parity_check(asset: str) -> dg.AssetChecksDefinition:
     """The merged model's letter logits equal the adapter model's on the probe batch (from parity.json)."""
 
-    @dg.asset_check(asset=asset, name="merged_model_matches_adapter", blocking=True,
-                    description=f"{asset} gives the adapter model's letter logits on a probe batch.")
+    @dg.asset_check(
+        asset=asset,
+        name="merged_model_matches_adapter",
+        blocking=True,
+        description=f"{asset} gives the adapter model's letter logits on a probe batch.",
+    )
     def _check(settings: ArenaSettingsResource) -> dg.AssetCheckResult:
         report = json.loads((model_dir(settings.settings(), asset) / "parity.json").read_text())
-        return dg.AssetCheckResult(passed=report["max_abs_logit_diff"] <= report["atol"],
-                                   metadata={"observed_max_abs_diff": report["max_abs_logit_diff"],
-                                             "expected_at_most": report["atol"]})
+        return dg.AssetCheckResult(
+            passed=report["max_abs_logit_diff"] <= report["atol"],
+            metadata={
+                "observed_max_abs_diff": report["max_abs_logit_diff"],
+                "expected_at_most": report["atol"],
+            },
+        )
 
     return _check
 
@@ -113,12 +145,17 @@ def merge_parity_check(asset: str) -> dg.AssetChecksDefinition:
 def stage2_not_worse_than_stage1(settings: ArenaSettingsResource) -> dg.AssetCheckResult:
     """Stage-2 validation accuracy is at least stage 1's minus STAGE2_TOLERANCE."""
     resolved = settings.settings()
-    stage1, stage2 = (json.loads((model_dir(resolved, name) / "metrics.json").read_text())
-                      for name in ("stage1_adapter", "stage2_adapter"))
+    stage1, stage2 = (
+        json.loads((model_dir(resolved, name) / "metrics.json").read_text())
+        for name in ("stage1_adapter", "stage2_adapter")
+    )
     return dg.AssetCheckResult(
         passed=stage2["val_accuracy"] >= stage1["val_accuracy"] - STAGE2_TOLERANCE,
-        metadata={"observed_stage2_accuracy": stage2["val_accuracy"], "stage1_accuracy": stage1["val_accuracy"],
-                  "tolerance": STAGE2_TOLERANCE},
+        metadata={
+            "observed_stage2_accuracy": stage2["val_accuracy"],
+            "stage1_accuracy": stage1["val_accuracy"],
+            "tolerance": STAGE2_TOLERANCE,
+        },
     )
 
 

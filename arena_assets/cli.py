@@ -1,8 +1,8 @@
 """The `arena` console script.
 
-    arena validate --source S [--json] FILE...   check raw files before a long run
-    arena build-demo [--force]                   build the embedded default (tiny model + sample data)
-    arena where                                  print where the settings point and what has been built
+arena validate --source S [--json] FILE...   check raw files before a long run
+arena build-demo [--force]                   build the embedded default (tiny model + sample data)
+arena where                                  print where the settings point and what has been built
 """
 
 from __future__ import annotations
@@ -77,10 +77,14 @@ def cmd_where(args: argparse.Namespace) -> int:
     from arena_assets.settings import load_settings
 
     settings = load_settings()
-    print(f"profile        {settings.profile}\nbackbone       {settings.backbone}\nraw files      {settings.raw_dir}")
+    print(
+        f"profile        {settings.profile}\nbackbone       {settings.backbone}\nraw files      {settings.raw_dir}"
+    )
     print(f"artifacts      {settings.artifact_root}")
     if settings.artifact_root.is_dir():
-        for directory in sorted(p for p in settings.artifact_root.iterdir() if p.is_dir() and ".tmp-" not in p.name):
+        for directory in sorted(
+            p for p in settings.artifact_root.iterdir() if p.is_dir() and ".tmp-" not in p.name
+        ):
             done = (directory / "manifest.json").is_file() or any(directory.glob("*/manifest.json"))
             print(f"  {directory.name:<24} {'done' if done else 'unfinished'}  {directory}")
     for name in ("submission/submission.csv", "evaluation/report.json"):

@@ -24,8 +24,10 @@ _settings = load_settings()
 defs = dg.Definitions(
     assets=[
         raw_files,
-        *dg.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=REBUILD_WHEN_STALE),
-                            [*raw_datasets, *datasets, *training_assets, *scoring_assets]),
+        *dg.map_asset_specs(
+            lambda spec: spec.replace_attributes(automation_condition=REBUILD_WHEN_STALE),
+            [*raw_datasets, *datasets, *training_assets, *scoring_assets],
+        ),
     ],
     asset_checks=asset_checks,
     jobs=[full_pipeline_job, observe_raw_files_job],

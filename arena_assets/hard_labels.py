@@ -36,7 +36,9 @@ def validation_bucket(prompt_key: str, seed: int) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def build_hard_label_set(frames: list[pd.DataFrame], *, validation_fraction: float, seed: int) -> HardLabelSet:
+def build_hard_label_set(
+    frames: list[pd.DataFrame], *, validation_fraction: float, seed: int
+) -> HardLabelSet:
     """Combine canonical frames in priority order (the first copy of a duplicate wins)."""
     combined = pd.concat([f[list(CANONICAL_COLUMNS)] for f in frames], ignore_index=True)
     drops: Counter[str] = Counter()

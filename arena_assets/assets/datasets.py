@@ -47,8 +47,10 @@ def token_length_metadata(settings: Settings, frame: pd.DataFrame) -> dict[str, 
     from arena_assets.ranker.prompt import PromptTemplate
 
     if not (settings.backbone / "tokenizer_config.json").is_file():
-        raise dg.Failure(f"no tokenizer at {settings.backbone}: build the embedded default (`arena build-demo`) "
-                         "or point ARENA_BACKBONE at a Hugging Face model directory")
+        raise dg.Failure(
+            f"no tokenizer at {settings.backbone}: build the embedded default (`arena build-demo`) "
+            "or point ARENA_BACKBONE at a Hugging Face model directory"
+        )
     template = PromptTemplate.from_tokenizer(AutoTokenizer.from_pretrained(settings.backbone))
     encoded = encode_frame(template, frame, max_length=settings.max_length, rebalance=True)
     return {k: round(v, 4) for k, v in encoded.length_report().items()}
@@ -70,8 +72,11 @@ def hard_label_set(settings: ArenaSettingsResource) -> dg.MaterializeResult:
     with atomic_directory(out_dir) as tmp:
         built.train.to_parquet(tmp / TRAIN_FILE, index=False)
         built.validation.to_parquet(tmp / VALIDATION_FILE, index=False)
-        write_manifest(tmp, config={"validation_fraction": resolved.validation_fraction, "seed": resolved.seed},
-                       inputs={n: file_sha256(rows_path(resolved, n)) for n in HARD_LABEL_SOURCES})
+        write_manifest(
+            tmp,
+            config={"validation_fraction": resolved.validation_fraction, "seed": resolved.seed},
+            inputs={n: file_sha256(rows_path(resolved, n)) for n in HARD_LABEL_SOURCES},
+        )
     originals = built.train[~built.train["is_swapped"]]
     return dg.MaterializeResult(
         metadata={
@@ -82,8 +87,9 @@ def hard_label_set(settings: ArenaSettingsResource) -> dg.MaterializeResult:
             "rows_in": built.rows_in,
             **drop_metadata(built.drops),
             **label_balance(originals),
-            "source_mix": count_table(originals["source"].value_counts().to_dict(), key="source",
-                                      total=len(originals)),
+            "source_mix": count_table(
+                originals["source"].value_counts().to_dict(), key="source", total=len(originals)
+            ),
             "language_mix": language_mix(originals),
             **token_length_metadata(resolved, originals),
             "dagster/column_schema": column_schema(built.train),
@@ -112,15 +118,21 @@ def stage2_dataset(settings: ArenaSettingsResource) -> dg.MaterializeResult:
     )
     counts = build_stage2_dataset(config)
     dataset = pd.read_parquet(config.output_path)
-    write_manifest(stage2_path(resolved).parent, config=config_to_dict(config),
-                   inputs={"hard_label_train": file_sha256(Path(config.hard_label_train_path)),
-                           "soft_logits": file_sha256(Path(config.soft_logits_path))})
+    write_manifest(
+        stage2_path(resolved).parent,
+        config=config_to_dict(config),
+        inputs={
+            "hard_label_train": file_sha256(Path(config.hard_label_train_path)),
+            "soft_logits": file_sha256(Path(config.soft_logits_path)),
+        },
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(dataset),
             **counts,
-            "label_source_mix": count_table(dataset["label_source"].value_counts().to_dict(), key="label_source",
-                                            total=len(dataset)),
+            "label_source_mix": count_table(
+                dataset["label_source"].value_counts().to_dict(), key="label_source", total=len(dataset)
+            ),
             "dagster/column_schema": column_schema(dataset),
             **artifact_metadata(stage2_path(resolved)),
         }

@@ -30,16 +30,36 @@ class RawSource:
 
 
 RAW_SOURCES: tuple[RawSource, ...] = (
-    RawSource("wsdm_train", "wsdm_train", lambda s: [s.wsdm_train_path],
-              "WSDM Cup train set: one row per human-judged (prompt, A, B), winner model_a/model_b."),
-    RawSource("wsdm_test", "wsdm_test", lambda s: [s.wsdm_test_path],
-              "WSDM Cup test set: one row per pair to predict; no winner; every row kept."),
-    RawSource("lmsys_55k", "lmsys_55k", lambda s: [s.lmsys_55k_path],
-              "LMSYS arena 55k: one row per judged pair, turns joined by the multi-turn policy, ties dropped."),
-    RawSource("lmsys_33k", "lmsys_33k", lambda s: s.lmsys_33k_paths(),
-              "Additional 33k arena conversations (LMSYS layout): same grain and policy as lmsys_55k."),
-    RawSource("open_model_pairs", "open_model", lambda s: s.open_model_pair_paths(),
-              "Unlabelled open-model response pairs (all version files): one row per pair, no winner."),
+    RawSource(
+        "wsdm_train",
+        "wsdm_train",
+        lambda s: [s.wsdm_train_path],
+        "WSDM Cup train set: one row per human-judged (prompt, A, B), winner model_a/model_b.",
+    ),
+    RawSource(
+        "wsdm_test",
+        "wsdm_test",
+        lambda s: [s.wsdm_test_path],
+        "WSDM Cup test set: one row per pair to predict; no winner; every row kept.",
+    ),
+    RawSource(
+        "lmsys_55k",
+        "lmsys_55k",
+        lambda s: [s.lmsys_55k_path],
+        "LMSYS arena 55k: one row per judged pair, turns joined by the multi-turn policy, ties dropped.",
+    ),
+    RawSource(
+        "lmsys_33k",
+        "lmsys_33k",
+        lambda s: s.lmsys_33k_paths(),
+        "Additional 33k arena conversations (LMSYS layout): same grain and policy as lmsys_55k.",
+    ),
+    RawSource(
+        "open_model_pairs",
+        "open_model",
+        lambda s: s.open_model_pair_paths(),
+        "Unlabelled open-model response pairs (all version files): one row per pair, no winner.",
+    ),
 )
 
 
@@ -59,8 +79,12 @@ def files_version(paths: list[Path]) -> str:
 
 @dg.multi_observable_source_asset(
     specs=[
-        dg.AssetSpec(file_key(s), group_name="raw_files", description=f"External file(s) behind {s.name}.",
-                     kinds={"file"})
+        dg.AssetSpec(
+            file_key(s),
+            group_name="raw_files",
+            description=f"External file(s) behind {s.name}.",
+            kinds={"file"},
+        )
         for s in RAW_SOURCES
     ],
     name="raw_files",
@@ -83,8 +107,10 @@ def read_raw(source: RawSource, settings: Settings):
     """Read a source with its reader; an unusable file fails the step with the reader's message."""
     paths = source.paths(settings)
     if not paths:
-        raise dg.Failure(f"{source.name}: no files found where the settings point ({settings.raw_dir}). "
-                         "Run `arena build-demo` for the sample data, or place the real files (README, 'Data').")
+        raise dg.Failure(
+            f"{source.name}: no files found where the settings point ({settings.raw_dir}). "
+            "Run `arena build-demo` for the sample data, or place the real files (README, 'Data')."
+        )
     kwargs = {"multi_turn": settings.multi_turn_policy} if source.reader in LMSYS_SOURCES else {}
     try:
         return read_source(source.reader, paths, **kwargs)
@@ -109,8 +135,11 @@ def raw_dataset_asset(source: RawSource) -> dg.AssetsDefinition:
         out_dir = resolved.artifact_dir(source.name)
         with atomic_directory(out_dir) as tmp:
             result.frame.to_parquet(tmp / ROWS_FILE, index=False)
-            write_manifest(tmp, config={"reader": source.reader, "multi_turn": resolved.multi_turn_policy},
-                           inputs={str(p): file_sha256(p) for p in result.files})
+            write_manifest(
+                tmp,
+                config={"reader": source.reader, "multi_turn": resolved.multi_turn_policy},
+                inputs={str(p): file_sha256(p) for p in result.files},
+            )
         metadata = {
             "dagster/row_count": result.rows_kept,
             "rows_read": result.rows_read,

@@ -46,7 +46,9 @@ def run_config_class(name: str, ranker_config: type, *, exclude: set[str]) -> ty
     return create_model(name, __base__=dg.Config, **fields)
 
 
-def build_ranker_config(ranker_config: type, *layers: dict[str, Any], run_config: dg.Config | None = None) -> Any:
+def build_ranker_config(
+    ranker_config: type, *layers: dict[str, Any], run_config: dg.Config | None = None
+) -> Any:
     """Ranker defaults, then each layer (profile, paths), then the non-None run-config fields on top."""
     values: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(ranker_config)}
@@ -56,7 +58,9 @@ def build_ranker_config(ranker_config: type, *layers: dict[str, Any], run_config
         values.update({k: v for k, v in run_config.model_dump().items() if v is not None})
     for name, annotation in field_types(ranker_config).items():
         if get_origin(annotation) is Literal and name in values and values[name] not in get_args(annotation):
-            raise dg.Failure(f"run config field {name!r} is {values[name]!r}; choose one of {list(get_args(annotation))}")
+            raise dg.Failure(
+                f"run config field {name!r} is {values[name]!r}; choose one of {list(get_args(annotation))}"
+            )
     return config_from_dict(ranker_config, values)
 
 

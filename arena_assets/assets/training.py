@@ -5,7 +5,6 @@ writes it next to its output, and runs the ranker entry point as an `accelerate 
 Pipes; the child's rank 0 reports the metadata.
 """
 
-
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,9 @@ _WIRED = {"backbone", "output_dir", "train_path", "validation_path", "label"}
 
 Stage1TrainRunConfig = run_config_class("Stage1TrainRunConfig", TrainConfig, exclude=_WIRED)
 Stage2TrainRunConfig = run_config_class("Stage2TrainRunConfig", TrainConfig, exclude=_WIRED)
-MergeRunConfig = run_config_class("MergeRunConfig", MergeConfig, exclude={"backbone", "adapter_dir", "output_dir"})
+MergeRunConfig = run_config_class(
+    "MergeRunConfig", MergeConfig, exclude={"backbone", "adapter_dir", "output_dir"}
+)
 
 
 def model_dir(settings: Settings, asset_name: str) -> Path:
@@ -38,8 +39,12 @@ def config_path(settings: Settings, asset_name: str) -> Path:
 
 def sizes(settings: Settings) -> dict[str, Any]:
     """Run-wide sizes from the settings, as ranker config fields."""
-    return {"max_length": settings.max_length, "per_device_batch_size": settings.per_device_batch_size,
-            "global_batch_size": settings.global_batch_size, "seed": settings.seed}
+    return {
+        "max_length": settings.max_length,
+        "per_device_batch_size": settings.per_device_batch_size,
+        "global_batch_size": settings.global_batch_size,
+        "seed": settings.seed,
+    }
 
 
 def train_config(settings: Settings, run_config: dg.Config, *, stage: int) -> TrainConfig:
@@ -52,64 +57,111 @@ def train_config(settings: Settings, run_config: dg.Config, *, stage: int) -> Tr
         "validation_path": str(hard_label_paths(settings)[1]),
         "label": "hard" if stage == 1 else "soft",
     }
-    return build_ranker_config(TrainConfig, settings.train_overrides, sizes(settings), wiring,
-                               run_config=run_config)
+    return build_ranker_config(
+        TrainConfig, settings.train_overrides, sizes(settings), wiring, run_config=run_config
+    )
 
 
-def launch(context: dg.AssetExecutionContext, launcher: AccelerateLauncher, module: str, config: Any,
-           path: Path) -> dg.MaterializeResult:
+def launch(
+    context: dg.AssetExecutionContext, launcher: AccelerateLauncher, module: str, config: Any, path: Path
+) -> dg.MaterializeResult:
     """Write the config, run the module as a Pipes child, and add the config path to its metadata."""
     save_config(config, path)
     result = launcher.materialize(context=context, module=module, config_path=path)
     metadata = {**(result.metadata or {}), "config_path": dg.MetadataValue.path(str(path))}
-    return dg.MaterializeResult(metadata=metadata, check_results=result.check_results,
-                                data_version=result.data_version)
+    return dg.MaterializeResult(
+        metadata=metadata, check_results=result.check_results, data_version=result.data_version
+    )
 
 
-@dg.asset(group_name="stage1", deps=["hard_label_set"], pool=GPU_POOL, tags=GPU_TAGS,
-          kinds={"pytorch", "peft"}, code_version="1")
-def stage1_adapter(context: dg.AssetExecutionContext, config: Stage1TrainRunConfig,
-                   settings: ArenaSettingsResource, launcher: AccelerateLauncher) -> dg.MaterializeResult:
+@dg.asset(
+    group_name="stage1",
+    deps=["hard_label_set"],
+    pool=GPU_POOL,
+    tags=GPU_TAGS,
+    kinds={"pytorch", "peft"},
+    code_version="1",
+)
+def stage1_adapter(
+    context: dg.AssetExecutionContext,
+    config: Stage1TrainRunConfig,
+    settings: ArenaSettingsResource,
+    launcher: AccelerateLauncher,
+) -> dg.MaterializeResult:
     """LoRA adapter trained on the hard-label set (cross-entropy on the A/B letter logits)."""
     resolved = settings.settings()
     ranker = train_config(resolved, config, stage=1)
-    return launch(context, launcher, "arena_assets.ranker.trainer", ranker, config_path(resolved, "stage1_adapter"))
+    return launch(
+        context, launcher, "arena_assets.ranker.trainer", ranker, config_path(resolved, "stage1_adapter")
+    )
 
 
 def merge_asset(name: str, adapter: str, description: str) -> dg.AssetsDefinition:
     """An asset that merges `adapter` into the base backbone."""
 
-    @dg.asset(name=name, group_name=adapter.split("_")[0], deps=[adapter], pool=GPU_POOL, tags=GPU_TAGS,
-              kinds={"pytorch", "safetensors"}, code_version="1", description=description)
-    def _merge(context: dg.AssetExecutionContext, config: MergeRunConfig, settings: ArenaSettingsResource,
-               launcher: AccelerateLauncher) -> dg.MaterializeResult:
+    @dg.asset(
+        name=name,
+        group_name=adapter.split("_")[0],
+        deps=[adapter],
+        pool=GPU_POOL,
+        tags=GPU_TAGS,
+        kinds={"pytorch", "safetensors"},
+        code_version="1",
+        description=description,
+    )
+    def _merge(
+        context: dg.AssetExecutionContext,
+        config: MergeRunConfig,
+        settings: ArenaSettingsResource,
+        launcher: AccelerateLauncher,
+    ) -> dg.MaterializeResult:
         resolved = settings.settings()
-        wiring = {"backbone": str(resolved.backbone), "adapter_dir": str(model_dir(resolved, adapter)),
-                  "output_dir": str(model_dir(resolved, name)), "max_length": resolved.max_length}
+        wiring = {
+            "backbone": str(resolved.backbone),
+            "adapter_dir": str(model_dir(resolved, adapter)),
+            "output_dir": str(model_dir(resolved, name)),
+            "max_length": resolved.max_length,
+        }
         merge_config = build_ranker_config(MergeConfig, wiring, run_config=config)
-        return launch(context, launcher, "arena_assets.ranker.merger", merge_config, config_path(resolved, name))
+        return launch(
+            context, launcher, "arena_assets.ranker.merger", merge_config, config_path(resolved, name)
+        )
 
     return _merge
 
 
 merged_stage1_model = merge_asset(
-    "merged_stage1_model", "stage1_adapter",
+    "merged_stage1_model",
+    "stage1_adapter",
     "Backbone with the stage-1 adapter merged in (safetensors); parity with the adapter checked on a probe.",
 )
 
 
-@dg.asset(group_name="stage2", deps=["stage2_dataset"], pool=GPU_POOL, tags=GPU_TAGS,
-          kinds={"pytorch", "peft"}, code_version="1")
-def stage2_adapter(context: dg.AssetExecutionContext, config: Stage2TrainRunConfig,
-                   settings: ArenaSettingsResource, launcher: AccelerateLauncher) -> dg.MaterializeResult:
+@dg.asset(
+    group_name="stage2",
+    deps=["stage2_dataset"],
+    pool=GPU_POOL,
+    tags=GPU_TAGS,
+    kinds={"pytorch", "peft"},
+    code_version="1",
+)
+def stage2_adapter(
+    context: dg.AssetExecutionContext,
+    config: Stage2TrainRunConfig,
+    settings: ArenaSettingsResource,
+    launcher: AccelerateLauncher,
+) -> dg.MaterializeResult:
     """LoRA adapter trained from the base backbone on the stage-2 dataset (soft cross-entropy)."""
     resolved = settings.settings()
     ranker = train_config(resolved, config, stage=2)
-    return launch(context, launcher, "arena_assets.ranker.trainer", ranker, config_path(resolved, "stage2_adapter"))
+    return launch(
+        context, launcher, "arena_assets.ranker.trainer", ranker, config_path(resolved, "stage2_adapter")
+    )
 
 
 final_model = merge_asset(
-    "final_model", "stage2_adapter",
+    "final_model",
+    "stage2_adapter",
     "The final ranker: backbone with the stage-2 adapter merged in; what evaluation and submission use.",
 )
 

@@ -111,7 +111,9 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     """The manifest of a finished artifact directory; a missing one means the artifact is not finished."""
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{directory} has no {MANIFEST_NAME}: it is not a finished artifact. Rebuild it.")
+        raise FileNotFoundError(
+            f"{directory} has no {MANIFEST_NAME}: it is not a finished artifact. Rebuild it."
+        )
     return json.loads(path.read_text())
 
 

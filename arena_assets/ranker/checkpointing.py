@@ -99,8 +99,10 @@ def load_latest(
     scheduler.load_state_dict(blob["scheduler"])
     rng_path = directory / f"rng-{process_index}.pt"
     if not rng_path.is_file():
-        raise FileNotFoundError(f"{rng_path} is missing: the checkpoint was written with fewer processes. "
-                                "Resume with the same number of processes, or delete the work directory.")
+        raise FileNotFoundError(
+            f"{rng_path} is missing: the checkpoint was written with fewer processes. "
+            "Resume with the same number of processes, or delete the work directory."
+        )
     rng = torch.load(rng_path, weights_only=False)
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])

@@ -73,10 +73,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.lora_target_modules = tuple(self.lora_target_modules)
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
-        _require(self.per_device_batch_size > 0 and self.per_device_batch_size % 2 == 0,
-                 "per_device_batch_size must be a positive even number (a row and its swap share a batch)")
-        _require(self.global_batch_size % self.per_device_batch_size == 0,
-                 "global_batch_size must be a multiple of per_device_batch_size")
+        _require(
+            self.per_device_batch_size > 0 and self.per_device_batch_size % 2 == 0,
+            "per_device_batch_size must be a positive even number (a row and its swap share a batch)",
+        )
+        _require(
+            self.global_batch_size % self.per_device_batch_size == 0,
+            "global_batch_size must be a multiple of per_device_batch_size",
+        )
         _require(0.0 <= self.gradient_checkpointing <= 1.0, "gradient_checkpointing is a share in [0, 1]")
         _require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
         _require(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]")
@@ -88,9 +92,11 @@ class TrainConfig:
     def accumulation_steps(self, num_processes: int) -> int:
         """Micro-batches per optimizer step on each process."""
         per_step = self.per_device_batch_size * num_processes
-        _require(self.global_batch_size % per_step == 0,
-                 f"global_batch_size {self.global_batch_size} is not a multiple of "
-                 f"per_device_batch_size x processes = {per_step}")
+        _require(
+            self.global_batch_size % per_step == 0,
+            f"global_batch_size {self.global_batch_size} is not a multiple of "
+            f"per_device_batch_size x processes = {per_step}",
+        )
         return self.global_batch_size // per_step
 
 

@@ -69,7 +69,9 @@ def encode_rows(
         ids = template.tokenize_fields(texts)
         n = len(ids) // 3
         encoded.extend(
-            template.encode_ids(ids[i], ids[n + i], ids[2 * n + i], max_length=max_length, rebalance=rebalance)
+            template.encode_ids(
+                ids[i], ids[n + i], ids[2 * n + i], max_length=max_length, rebalance=rebalance
+            )
             for i in range(n)
         )
     return EncodedRows(
@@ -79,8 +81,9 @@ def encode_rows(
     )
 
 
-def encode_frame(template: PromptTemplate, frame: pd.DataFrame, *, max_length: int, rebalance: bool,
-                 swapped: bool = False) -> EncodedRows:
+def encode_frame(
+    template: PromptTemplate, frame: pd.DataFrame, *, max_length: int, rebalance: bool, swapped: bool = False
+) -> EncodedRows:
     """Encode a frame's pairs; `swapped` shows response_b as A and response_a as B."""
     a, b = ("response_b", "response_a") if swapped else ("response_a", "response_b")
     return encode_rows(
@@ -99,7 +102,9 @@ def hard_labels(frame: pd.DataFrame, path: str | Path = "<frame>") -> np.ndarray
     bad = ~winners.isin(["model_a", "model_b"])
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(f"{path}: column 'winner' row {row} is {winners.iloc[row]!r}; expected model_a/model_b")
+        raise ValueError(
+            f"{path}: column 'winner' row {row} is {winners.iloc[row]!r}; expected model_a/model_b"
+        )
     return (winners == "model_b").to_numpy().astype(np.int64)
 
 
@@ -122,7 +127,9 @@ def check_swap_pairs(frame: pd.DataFrame, path: str | Path = "<frame>") -> None:
     ok = (pair_ids[0::2] == pair_ids[1::2]) & ~swapped[0::2] & swapped[1::2]
     if not ok.all():
         row = 2 * int(np.flatnonzero(~ok)[0])
-        raise ValueError(f"{path}: rows {row} and {row + 1} are not an (original, swap) pair with one pair_id")
+        raise ValueError(
+            f"{path}: rows {row} and {row + 1} are not an (original, swap) pair with one pair_id"
+        )
 
 
 def interleave_swaps(frame: pd.DataFrame, teacher: np.ndarray | None = None) -> pd.DataFrame:
@@ -132,8 +139,10 @@ def interleave_swaps(frame: pd.DataFrame, teacher: np.ndarray | None = None) -> 
     """
     original = frame.assign(is_swapped=False)
     swapped = frame.assign(
-        response_a=frame["response_b"], response_b=frame["response_a"],
-        model_a=frame["model_b"], model_b=frame["model_a"],
+        response_a=frame["response_b"],
+        response_b=frame["response_a"],
+        model_a=frame["model_b"],
+        model_b=frame["model_a"],
         winner=frame["winner"].map({"model_a": "model_b", "model_b": "model_a"}),
         is_swapped=True,
     )

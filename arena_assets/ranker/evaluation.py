@@ -81,7 +81,14 @@ def evaluate_pairs(
     both = []
     for swapped in (False, True):
         encoded = encode_frame(template, frame, max_length=max_length, rebalance=rebalance, swapped=swapped)
-        both.append(score_sequences(head, encoded.input_ids, pad_token_id=tokenizer.pad_token_id,
-                                    token_budget=batch_size * max_length, max_batch_rows=batch_size,
-                                    device=device))
+        both.append(
+            score_sequences(
+                head,
+                encoded.input_ids,
+                pad_token_id=tokenizer.pad_token_id,
+                token_budget=batch_size * max_length,
+                max_batch_rows=batch_size,
+                device=device,
+            )
+        )
     return pair_metrics(both[0], both[1], labels)

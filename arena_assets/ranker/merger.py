@@ -52,8 +52,10 @@ def check_free_disk(output_dir: Path, needed_bytes: int) -> None:
     target.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(target).free
     if free < needed_bytes * 1.1:
-        raise OSError(f"{target}: {free / 2**30:.1f} GiB free, the merged model needs about "
-                      f"{needed_bytes * 1.1 / 2**30:.1f} GiB. Free space or set output_dir elsewhere.")
+        raise OSError(
+            f"{target}: {free / 2**30:.1f} GiB free, the merged model needs about "
+            f"{needed_bytes * 1.1 / 2**30:.1f} GiB. Free space or set output_dir elsewhere."
+        )
 
 
 def merge(config: MergeConfig) -> dict[str, Any]:
@@ -74,41 +76,61 @@ def merge(config: MergeConfig) -> dict[str, Any]:
         encoded = encode_frame(template, probe_frame(config), max_length=config.max_length, rebalance=True)
 
         def probe(module: torch.nn.Module) -> torch.Tensor:
-            return torch.from_numpy(score_sequences(
-                LetterHead(module, letters).eval(), encoded.input_ids, pad_token_id=tokenizer.pad_token_id,
-                token_budget=len(encoded.input_ids) * config.max_length, max_batch_rows=len(encoded.input_ids),
-                device=device))
+            return torch.from_numpy(
+                score_sequences(
+                    LetterHead(module, letters).eval(),
+                    encoded.input_ids,
+                    pad_token_id=tokenizer.pad_token_id,
+                    token_budget=len(encoded.input_ids) * config.max_length,
+                    max_batch_rows=len(encoded.input_ids),
+                    device=device,
+                )
+            )
 
         adapter_logits = probe(model)
         if not torch.isfinite(adapter_logits).all():
-            raise RuntimeError(f"the adapter model gives non-finite letter logits on the probe batch; "
-                               f"{config.adapter_dir} is broken (diverged training?). Not merging it.")
+            raise RuntimeError(
+                f"the adapter model gives non-finite letter logits on the probe batch; "
+                f"{config.adapter_dir} is broken (diverged training?). Not merging it."
+            )
         merged = model.merge_and_unload()
         merged_logits = probe(merged)
         diff = float((adapter_logits - merged_logits).abs().max())
         atol = config.parity_atol or DEFAULT_ATOL[dtype]
-        report = {"max_abs_logit_diff": diff, "atol": atol, "probe_rows": len(encoded.input_ids),
-                  "dtype": str(dtype).removeprefix("torch."), "parity_passed": diff <= atol}
+        report = {
+            "max_abs_logit_diff": diff,
+            "atol": atol,
+            "probe_rows": len(encoded.input_ids),
+            "dtype": str(dtype).removeprefix("torch."),
+            "parity_passed": diff <= atol,
+        }
         reporter.info(f"merge parity: max |adapter - merged| = {diff:.3g} (tolerance {atol:g})")
         if not diff <= atol:  # a NaN difference fails too
-            raise RuntimeError(f"merged model differs from the adapter model by {diff:.3g} > {atol:g} on the "
-                               f"probe batch; the merge of {config.adapter_dir} is wrong. Not saving it.")
+            raise RuntimeError(
+                f"merged model differs from the adapter model by {diff:.3g} > {atol:g} on the "
+                f"probe batch; the merge of {config.adapter_dir} is wrong. Not saving it."
+            )
         output_dir = Path(config.output_dir)
         check_free_disk(output_dir, sum(p.numel() * p.element_size() for p in merged.parameters()))
         with atomic_directory(output_dir) as tmp:
             merged.save_pretrained(tmp, safe_serialization=True, max_shard_size=config.max_shard_size)
             tokenizer.save_pretrained(tmp)
             (tmp / "parity.json").write_text(json.dumps(report, indent=2))
-            write_manifest(tmp, config=config_to_dict(config),
-                           inputs={"adapter": file_sha256(Path(config.adapter_dir) / "adapter_model.safetensors")},
-                           extra={"kind": "merged_model"})
+            write_manifest(
+                tmp,
+                config=config_to_dict(config),
+                inputs={"adapter": file_sha256(Path(config.adapter_dir) / "adapter_model.safetensors")},
+                extra={"kind": "merged_model"},
+            )
         report["model_size_gb"] = directory_size_bytes(output_dir) / 2**30
         reporter.report_materialization({**report, "model_dir": path_value(output_dir)})
         return report
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="MergeConfig as JSON or YAML")
     args = parser.parse_args(argv)
     merge(load_config(MergeConfig, args.config))

@@ -39,13 +39,20 @@ def liger_enabled(use_liger: str, device: torch.device) -> bool:
     """Whether liger-kernel's Triton kernels apply: `on` requires them, `auto` uses them on CUDA if installed."""
     installed = importlib.util.find_spec("liger_kernel") is not None
     if use_liger == "on" and not installed:
-        raise RuntimeError("use_liger='on' but liger-kernel is not installed: pip install 'arena-assets[gpu]'")
+        raise RuntimeError(
+            "use_liger='on' but liger-kernel is not installed: pip install 'arena-assets[gpu]'"
+        )
     return use_liger != "off" and installed and device.type == "cuda"
 
 
 def load_backbone(
-    path: str, *, dtype: torch.dtype, device: torch.device, attn_implementation: str = "auto",
-    use_liger: str = "auto", random_init: bool = False,
+    path: str,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    attn_implementation: str = "auto",
+    use_liger: str = "auto",
+    random_init: bool = False,
 ) -> PreTrainedModel:
     """A causal LM from a Hugging Face directory, on `device`, with the chosen kernels.
 
@@ -65,8 +72,14 @@ def load_backbone(
 
         # Only the elementwise kernels: the loss never touches full-vocabulary logits, so the fused
         # cross-entropy kernels have nothing to do here.
-        _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
-                                        fused_linear_cross_entropy=False)
+        _apply_liger_kernel_to_instance(
+            model=model,
+            rope=True,
+            rms_norm=True,
+            swiglu=True,
+            cross_entropy=False,
+            fused_linear_cross_entropy=False,
+        )
         model.arena_liger = True
     return model.to(device)
 

@@ -6,8 +6,9 @@ import base64
 from collections.abc import Sequence
 
 
-def line_chart_svg(points: Sequence[tuple[float, float]], *, width: int = 480, height: int = 160,
-                   label: str = "loss") -> str:
+def line_chart_svg(
+    points: Sequence[tuple[float, float]], *, width: int = 480, height: int = 160, label: str = "loss"
+) -> str:
     """An SVG polyline of (x, y) points with min/max labels."""
     if not points:
         return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"></svg>'
@@ -26,7 +27,7 @@ def line_chart_svg(points: Sequence[tuple[float, float]], *, width: int = 480, h
         f'font-size="11"><rect width="100%" height="100%" fill="white"/>'
         f'<polyline fill="none" stroke="#4f43dd" stroke-width="1.5" points="{coords}"/>'
         f'<text x="2" y="{pad - 6}">{label} {y1:.3g}</text><text x="2" y="{height - 6}">{y0:.3g} '
-        f'(step {x0:g}..{x1:g})</text></svg>'
+        f"(step {x0:g}..{x1:g})</text></svg>"
     )
 
 
@@ -39,5 +40,7 @@ def loss_curve_markdown(curve: Sequence[tuple[int, float]], *, max_points: int =
     if sampled[-1] != curve[-1]:
         sampled.append(curve[-1])
     svg = base64.b64encode(line_chart_svg(sampled).encode()).decode()
-    return (f"![training loss](data:image/svg+xml;base64,{svg})\n\n"
-            f"Loss {curve[0][1]:.4f} at step {curve[0][0]} → {curve[-1][1]:.4f} at step {curve[-1][0]}.")
+    return (
+        f"![training loss](data:image/svg+xml;base64,{svg})\n\n"
+        f"Loss {curve[0][1]:.4f} at step {curve[0][0]} → {curve[-1][1]:.4f} at step {curve[-1][0]}."
+    )

@@ -65,7 +65,9 @@ def score_sequences(
     """Letter logits [N, 2] (float32) for encoded sequences, in their original order."""
     out = np.zeros((len(input_ids), 2), dtype=np.float32)
     lengths = [len(ids) for ids in input_ids]
-    for batch_rows in length_sorted_batches(lengths, token_budget=token_budget, max_batch_rows=max_batch_rows):
+    for batch_rows in length_sorted_batches(
+        lengths, token_budget=token_budget, max_batch_rows=max_batch_rows
+    ):
         batch = collate_rows([{"input_ids": input_ids[i]} for i in batch_rows], pad_token_id=pad_token_id)
         logits = head(batch["input_ids"].to(device), batch["attention_mask"].to(device))
         out[batch_rows] = logits.float().cpu().numpy()
@@ -75,9 +77,14 @@ def score_sequences(
 def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[LetterHead, Any]:
     """The model (merged, or backbone plus adapter) as a letter head in eval mode, and its tokenizer."""
     tokenizer = AutoTokenizer.from_pretrained(config.adapter_dir or config.model)
-    model = load_backbone(config.model, dtype=resolve_dtype(config.precision, device), device=device,
-                          attn_implementation=config.attn_implementation, use_liger=config.use_liger,
-                          random_init=config.random_init)
+    model = load_backbone(
+        config.model,
+        dtype=resolve_dtype(config.precision, device),
+        device=device,
+        attn_implementation=config.attn_implementation,
+        use_liger=config.use_liger,
+        random_init=config.random_init,
+    )
     if config.adapter_dir:
         from peft import PeftModel
 
@@ -94,11 +101,15 @@ def score(config: ScoreConfig) -> dict[str, Any]:
     shard_dir = output_dir / "shards"
     with pipes_reporter(is_main_process=accelerator.is_main_process) as reporter:
         start = time.perf_counter()
-        frame = read_pairs(config.input_path, required=(config.id_column, "prompt", "response_a", "response_b"))
+        frame = read_pairs(
+            config.input_path, required=(config.id_column, "prompt", "response_a", "response_b")
+        )
         frame["id"] = frame[config.id_column].astype(str)
         if frame["id"].duplicated().any():
-            raise ValueError(f"{config.input_path}: column {config.id_column!r} has duplicates; each row needs a "
-                             "unique id (set id_column)")
+            raise ValueError(
+                f"{config.input_path}: column {config.id_column!r} has duplicates; each row needs a "
+                "unique id (set id_column)"
+            )
         fingerprint = file_sha256(Path(config.input_path))
         _reset_if_input_changed(shard_dir, fingerprint, accelerator)
         head, tokenizer = load_scoring_head(config, accelerator.device)
@@ -116,12 +127,22 @@ def score(config: ScoreConfig) -> dict[str, Any]:
             result = pd.DataFrame({"id": part["id"].astype(str).to_numpy()})
             orders = (False, True) if config.both_orders else (False,)
             for swapped in orders:
-                encoded = encode_frame(template, part, max_length=config.max_length,
-                                       rebalance=config.rebalance_truncation, swapped=swapped)
+                encoded = encode_frame(
+                    template,
+                    part,
+                    max_length=config.max_length,
+                    rebalance=config.rebalance_truncation,
+                    swapped=swapped,
+                )
                 scoring_start = time.perf_counter()
-                logits = score_sequences(head, encoded.input_ids, pad_token_id=tokenizer.pad_token_id,
-                                         token_budget=config.token_budget, max_batch_rows=config.max_batch_rows,
-                                         device=accelerator.device)
+                logits = score_sequences(
+                    head,
+                    encoded.input_ids,
+                    pad_token_id=tokenizer.pad_token_id,
+                    token_budget=config.token_budget,
+                    max_batch_rows=config.max_batch_rows,
+                    device=accelerator.device,
+                )
                 scoring_seconds += time.perf_counter() - scoring_start
                 suffix = "_swapped" if swapped else ""
                 result[f"a_logit{suffix}"], result[f"b_logit{suffix}"] = logits[:, 0], logits[:, 1]
@@ -143,12 +164,20 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 # All ranks' real (unpadded) tokens over rank 0's forward time: ranks run side by side.
                 "scoring_tokens_per_second": tokens / scoring_seconds if scoring_seconds else 0.0,
                 "wall_seconds": time.perf_counter() - start,
-                "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0,
-                "finite": bool(np.isfinite(merged[[c for c in LOGIT_COLUMNS if c in merged]].to_numpy()).all()),
+                "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30
+                if torch.cuda.is_available()
+                else 0.0,
+                "finite": bool(
+                    np.isfinite(merged[[c for c in LOGIT_COLUMNS if c in merged]].to_numpy()).all()
+                ),
             }
             (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            write_manifest(output_dir, config=config_to_dict(config), inputs={"input": fingerprint},
-                           extra={"kind": "letter_logits"})
+            write_manifest(
+                output_dir,
+                config=config_to_dict(config),
+                inputs={"input": fingerprint},
+                extra={"kind": "letter_logits"},
+            )
             reporter.report_materialization({**metrics, "logits_path": path_value(output_dir / OUTPUT_NAME)})
         accelerator.wait_for_everyone()
         return metrics
@@ -171,13 +200,17 @@ def _merge_shards(shard_dir: Path, shard_count: int, frame: pd.DataFrame, both_o
     merged = pd.concat(parts, ignore_index=True)
     expected = frame["id"].astype(str).to_numpy()
     if len(merged) != len(expected) or not (merged["id"].to_numpy() == expected).all():
-        raise RuntimeError(f"{shard_dir}: shards do not cover the input rows exactly once; delete the directory "
-                           "and score again")
+        raise RuntimeError(
+            f"{shard_dir}: shards do not cover the input rows exactly once; delete the directory "
+            "and score again"
+        )
     return merged
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="ScoreConfig as JSON or YAML")
     args = parser.parse_args(argv)
     score(load_config(ScoreConfig, args.config))

@@ -24,7 +24,15 @@ from arena_assets.ranker.evaluation import swap_averaged_logits
 
 # The canonical pair columns (arena_assets.readers.schema), repeated here because the ranker is standalone.
 STAGE2_COLUMNS: tuple[str, ...] = (
-    "id", "source", "prompt", "response_a", "response_b", "winner", "model_a", "model_b", "language",
+    "id",
+    "source",
+    "prompt",
+    "response_a",
+    "response_b",
+    "winner",
+    "model_a",
+    "model_b",
+    "language",
 )
 
 
@@ -45,13 +53,18 @@ def build_stage2_dataset(config: Stage2DatasetConfig) -> dict[str, Any]:
     )
     pairs = read_pairs(config.open_pairs_path, required=("id", "prompt", "response_a", "response_b"))
     scored = pd.read_parquet(config.soft_logits_path)
-    merged = pairs.assign(id=pairs["id"].astype(str)).merge(scored, on="id", how="left", validate="one_to_one")
+    merged = pairs.assign(id=pairs["id"].astype(str)).merge(
+        scored, on="id", how="left", validate="one_to_one"
+    )
     missing = merged["a_logit"].isna() | merged["a_logit_swapped"].isna()
     if missing.any():
-        raise ValueError(f"{config.soft_logits_path}: no logits for {int(missing.sum())} open-model row(s), "
-                         f"e.g. id {merged.loc[missing, 'id'].iloc[0]!r}; score the open-model pairs again")
-    logits = swap_averaged_logits(merged[["a_logit", "b_logit"]].to_numpy(),
-                                  merged[["a_logit_swapped", "b_logit_swapped"]].to_numpy())
+        raise ValueError(
+            f"{config.soft_logits_path}: no logits for {int(missing.sum())} open-model row(s), "
+            f"e.g. id {merged.loc[missing, 'id'].iloc[0]!r}; score the open-model pairs again"
+        )
+    logits = swap_averaged_logits(
+        merged[["a_logit", "b_logit"]].to_numpy(), merged[["a_logit_swapped", "b_logit_swapped"]].to_numpy()
+    )
     if not np.isfinite(logits).all():
         raise ValueError(f"{config.soft_logits_path}: non-finite logits; the stage-1 model is broken")
     open_rows = merged[[c for c in STAGE2_COLUMNS if c in merged.columns]].copy()
@@ -60,19 +73,25 @@ def build_stage2_dataset(config: Stage2DatasetConfig) -> dict[str, Any]:
     open_rows["label_source"] = "stage1"
     open_rows = interleave_swaps(open_rows, logits.astype(np.float32))
     columns = [*STAGE2_COLUMNS, "pair_id", "is_swapped", "label_source", "teacher_logits"]
-    dataset = pd.concat([human.reindex(columns=columns), open_rows.reindex(columns=columns)], ignore_index=True)
+    dataset = pd.concat(
+        [human.reindex(columns=columns), open_rows.reindex(columns=columns)], ignore_index=True
+    )
     dataset["teacher_logits"] = dataset["teacher_logits"].map(lambda v: [float(x) for x in v])
     atomic_write_parquet(dataset, Path(config.output_path))
     return {
         "rows": len(dataset),
         "human_rows": len(human),
         "stage1_rows": len(open_rows),
-        "teacher_confidence_mean": float(np.abs(0.5 - 1 / (1 + np.exp(logits[:, 0] - logits[:, 1]))).mean() + 0.5),
+        "teacher_confidence_mean": float(
+            np.abs(0.5 - 1 / (1 + np.exp(logits[:, 0] - logits[:, 1]))).mean() + 0.5
+        ),
     }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="Stage2DatasetConfig as JSON or YAML")
     args = parser.parse_args(argv)
     print(build_stage2_dataset(load_config(Stage2DatasetConfig, args.config)))

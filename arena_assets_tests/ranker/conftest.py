@@ -65,19 +65,20 @@ def hard_label_files(demo_project: Path, tmp_path_factory: pytest.TempPathFactor
     files = PairFiles(out / "train.parquet", out / "validation.parquet", out / "open_pairs.parquet")
     built.train.to_parquet(files.train, index=False)
     built.validation.to_parquet(files.validation, index=False)
-    read_source("open_model", settings.open_model_pair_paths()).frame.to_parquet(files.open_pairs, index=False)
+    open_pairs = read_source("open_model", settings.open_model_pair_paths()).frame
+    open_pairs.to_parquet(files.open_pairs, index=False)
     return files
 
 
 @pytest.fixture(scope="session")
 def small_files(hard_label_files: PairFiles, tmp_path_factory: pytest.TempPathFactory) -> PairFiles:
-    """The first 48 swap pairs and 32 validation rows: for tests about mechanics, not accuracy."""
+    """The first 48 swap pairs, 32 validation rows and 32 open-model pairs: for mechanics, not accuracy."""
     out = tmp_path_factory.mktemp("small")
     files = PairFiles(out / "train.parquet", out / "validation.parquet", out / "open_pairs.parquet")
     pd.read_parquet(hard_label_files.train).head(2 * SMALL_PAIRS).to_parquet(files.train, index=False)
     pd.read_parquet(hard_label_files.validation).head(SMALL_VALIDATION_ROWS).to_parquet(files.validation,
                                                                                          index=False)
-    pd.read_parquet(hard_label_files.open_pairs).head(64).to_parquet(files.open_pairs, index=False)
+    pd.read_parquet(hard_label_files.open_pairs).head(32).to_parquet(files.open_pairs, index=False)
     return files
 
 
@@ -110,7 +111,7 @@ def stage1_run(
     hard_label_files: PairFiles, make_train_config: Callable[..., TrainConfig],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> TrainedRun:
-    """Stage 1 on the full demo hard-label set with the demo overrides, one epoch; trained once per session."""
+    """Stage 1 on the whole demo hard-label set with the demo overrides but one epoch; once per session."""
     from arena_assets.ranker.trainer import train
 
     out = tmp_path_factory.mktemp("stage1") / "adapter"
@@ -119,13 +120,15 @@ def stage1_run(
 
 
 @pytest.fixture(scope="session")
-def merged_stage1(stage1_run: TrainedRun, demo_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def merged_stage1(
+    stage1_run: TrainedRun, demo_backbone: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The stage-1 adapter merged into the backbone (fp32 on the CPU), once per session."""
     from arena_assets.ranker.merger import merge
 
     out = tmp_path_factory.mktemp("merged_stage1") / "model"
-    merge(MergeConfig(backbone=str(demo_backbone), adapter_dir=str(stage1_run.adapter_dir), output_dir=str(out),
-                      max_length=stage1_run.config.max_length))
+    merge(MergeConfig(backbone=str(demo_backbone), adapter_dir=str(stage1_run.adapter_dir),
+                      output_dir=str(out), max_length=stage1_run.config.max_length))
     return out
 
 
@@ -154,7 +157,8 @@ def run_to_completion(command: list[str], log: Path, timeout: float = 300, **ext
 def kill_when(command: list[str], log: Path, ready: Callable[[], bool], timeout: float = 300) -> None:
     """Start a child, SIGKILL it as soon as `ready()` holds; fails if it ends first or never gets there."""
     with open(log, "w") as handle:
-        child = subprocess.Popen(command, cwd=REPO_ROOT, env=child_env(), stdout=handle, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(command, cwd=REPO_ROOT, env=child_env(), stdout=handle,
+                                 stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         try:
             while not ready():

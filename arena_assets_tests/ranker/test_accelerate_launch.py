@@ -21,8 +21,8 @@ def test_accelerate_launch_trains_and_writes_the_adapter(
     adapter = tmp_path / "adapter"
     config_path = save_config(make_train_config(small_files, adapter, max_steps=2, max_validation_rows=8),
                               tmp_path / "train.json")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "arena_assets.ranker.trainer",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines",
+               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "arena_assets.ranker.trainer",
                "--config", str(config_path)]
 
     # A fresh HF_HOME: no user accelerate config file applies.

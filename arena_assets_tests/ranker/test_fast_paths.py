@@ -1,4 +1,4 @@
-"""Training fast paths keep the numerics: bf16 adapters with fp32 masters, partial recompute, liger kernels."""
+"""Training fast paths keep the numerics: bf16 adapters with fp32 masters, partial recompute, liger."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from arena_assets.ranker.scorer import load_scoring_head
 from arena_assets_tests.ranker.conftest import PairFiles
 
 LORA_PARAMS = 28  # lora_A and lora_B on 7 projections x 2 layers of the tiny backbone
-# bf16 keeps 8 significant bits (relative step 2^-8 ~ 0.004); the two adapter paths round at different
-# places, so losses near 0.7 differ by a few 1e-3 and letter logits of a few units by a few 1e-2.
-BF16_LOSS_ATOL = 1e-2
-BF16_LOGIT_ATOL = 5e-2
+# bf16 keeps 8 significant bits and the two adapter paths round in different places: a loss near 0.7 (bf16
+# step 0.004) moved by 4e-4 and letter logits near 0.4 (bf16 step 0.002) by 6e-3 over four steps.
+BF16_LOSS_ATOL = 3e-3
+BF16_LOGIT_ATOL = 2e-2
 # Recompute replays the same fp32 operations on the same inputs; only summation order may differ.
 RECOMPUTE_ATOL = 1e-5
 
@@ -70,9 +70,9 @@ def test_bf16_adapters_with_fp32_masters_match_peft_fp32_adapters(
         # lr_lora_a is the recipe's 1e-5: A's updates are below bf16's resolution of A (~2e-4 of ~0.06), so
         # only fp32 masters keep them. lora_B takes the demo's 4e-3 so the model visibly moves.
         config = make_train_config(
-            small_files, tmp_path / f"adapter-{compute_dtype}", precision="bf16", adapter_compute_dtype=compute_dtype,
-            lr_lora_a=1e-5, max_steps=4, per_device_batch_size=8, global_batch_size=8, max_length=192,
-            validation_path="", warmup_ratio=0.0,
+            small_files, tmp_path / f"adapter-{compute_dtype}", precision="bf16",
+            adapter_compute_dtype=compute_dtype, lr_lora_a=1e-5, max_steps=4, per_device_batch_size=8,
+            global_batch_size=8, max_length=192, validation_path="", warmup_ratio=0.0,
         )
         runs[compute_dtype] = {"metrics": trainer.train(config), **seen}
     fast, reference = runs[True], runs[False]
@@ -86,15 +86,16 @@ def test_bf16_adapters_with_fp32_masters_match_peft_fp32_adapters(
     fast_curve = [loss for _, loss in fast["metrics"]["train_loss_curve"]]
     reference_curve = [loss for _, loss in reference["metrics"]["train_loss_curve"]]
     assert len(fast_curve) == 4
-    torch.testing.assert_close(torch.tensor(fast_curve), torch.tensor(reference_curve), rtol=0, atol=BF16_LOSS_ATOL)
+    torch.testing.assert_close(torch.tensor(fast_curve), torch.tensor(reference_curve), rtol=0,
+                               atol=BF16_LOSS_ATOL)
     # Step 1 runs before any update, so a later step that differs by more than this means the updates differ.
     assert abs(fast_curve[1] - fast_curve[0]) > 10 * BF16_LOSS_ATOL
 
     for kind in ("lora_A", "lora_B"):
         fast_delta, reference_delta = _deltas(fast, kind), _deltas(reference, kind)
         cosine = torch.nn.functional.cosine_similarity(fast_delta, reference_delta, dim=0)
-        assert cosine > 0.99, f"{kind}: master updates point elsewhere than fp32 adapters' (cosine {cosine:.4f})"
-        assert fast_delta.norm() == pytest.approx(reference_delta.norm(), rel=0.02)
+        assert cosine > 0.99, f"{kind}: updates differ from the fp32 adapters' (cosine {cosine:.4f})"
+        assert float(fast_delta.norm()) == pytest.approx(float(reference_delta.norm()), rel=0.02)
 
     logits = [_adapter_logits(small_files, tmp_path / f"adapter-{flag}") for flag in (True, False)]
     torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=BF16_LOGIT_ATOL)
@@ -103,8 +104,9 @@ def test_bf16_adapters_with_fp32_masters_match_peft_fp32_adapters(
 def _adapter_logits(files: PairFiles, adapter_dir: Path) -> torch.Tensor:
     """Letter logits [8, 2] of the first validation rows through the scorer's bf16 backbone + adapter path."""
     backbone = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    head, tokenizer = load_scoring_head(ScoreConfig(model=backbone, adapter_dir=str(adapter_dir), precision="bf16",
-                                                    max_length=192, token_budget=4096), torch.device("cpu"))
+    config = ScoreConfig(model=backbone, adapter_dir=str(adapter_dir), precision="bf16", max_length=192,
+                         token_budget=4096)
+    head, tokenizer = load_scoring_head(config, torch.device("cpu"))
     batch = _batch(tokenizer, read_pairs(files.validation).head(8))
     with torch.no_grad():
         return head(batch["input_ids"], batch["attention_mask"])
@@ -114,11 +116,14 @@ def _batch(tokenizer: Any, frame: Any, labels: bool = False) -> dict[str, torch.
     encoded = encode_frame(PromptTemplate.from_tokenizer(tokenizer), frame, max_length=192, rebalance=True)
     features = [{"input_ids": ids} for ids in encoded.input_ids]
     if labels:
-        features = [{**f, "label": int(w == "model_b")} for f, w in zip(features, frame["winner"], strict=True)]
+        winners = frame["winner"]
+        features = [{**f, "label": int(w == "model_b")} for f, w in zip(features, winners, strict=True)]
     return collate_rows(features, pad_token_id=tokenizer.pad_token_id)
 
 
-def _loss_and_grads(config: TrainConfig, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict, list[int]]:
+def _loss_and_grads(
+    config: TrainConfig, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int]]:
     """One training forward/backward as the trainer runs it; also how often each layer's attention ran."""
     set_seed(0)
     model, _ = trainer.build_model(config, Accelerator(cpu=True))
@@ -136,13 +141,13 @@ def _loss_and_grads(config: TrainConfig, batch: dict[str, torch.Tensor]) -> tupl
 
 @pytest.mark.parametrize(("share", "recomputed"), [(0.5, [2, 1]), (1.0, [2, 2])])
 def test_gradient_checkpointing_gives_the_same_loss_and_grads(
-    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], share: float, recomputed: list[int],
-    tmp_path: Path,
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], share: float,
+    recomputed: list[int], tmp_path: Path,
 ) -> None:
     def config(gc: float) -> TrainConfig:
         # Dropout on, so recompute must also replay the random masks.
-        return make_train_config(small_files, tmp_path / "unused", precision="fp32", gradient_checkpointing=gc,
-                                 lora_dropout=0.1)
+        return make_train_config(small_files, tmp_path / "unused", precision="fp32",
+                                 gradient_checkpointing=gc, lora_dropout=0.1)
 
     tokenizer = AutoTokenizer.from_pretrained(config(0.0).backbone)
     batch = _batch(tokenizer, read_pairs(small_files.train).head(8), labels=True)
@@ -174,7 +179,8 @@ def test_liger_kernels_keep_loss_and_grads(
         tokenizer = AutoTokenizer.from_pretrained(config.backbone)
         batch = {k: v.to(accelerator.device) for k, v in
                  _batch(tokenizer, read_pairs(small_files.train).head(8), labels=True).items()}
-        logits = LetterHead(model, letter_token_ids(tokenizer)).train()(batch["input_ids"], batch["attention_mask"])
+        head = LetterHead(model, letter_token_ids(tokenizer)).train()
+        logits = head(batch["input_ids"], batch["attention_mask"])
         loss = hard_label_loss(logits, batch["labels"])
         loss.backward()
         grads = {n: p.grad.float() for n, p in model.named_parameters() if p.requires_grad}

@@ -122,7 +122,8 @@ def test_a_non_finite_adapter_fails_the_merge(small_adapter: Adapter, tmp_path: 
 def test_too_little_free_disk_fails_before_writing(
     small_adapter: Adapter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(merger.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**12, used=10**12, free=1000))
+    full = SimpleNamespace(total=10**12, used=10**12 - 1000, free=1000)
+    monkeypatch.setattr(merger.shutil, "disk_usage", lambda path: full)
 
     with pytest.raises(OSError, match=r"0\.0 GiB free, the merged model needs about"):
         merger.merge(_merge_config(small_adapter, tmp_path / "merged"))

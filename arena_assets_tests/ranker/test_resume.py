@@ -22,8 +22,8 @@ def test_a_killed_run_resumes_to_the_same_result(
 ) -> None:
     def config(output_dir: Path) -> TrainConfig:
         # Dropout on, so the resumed run must also restore the random state.
-        return make_train_config(small_files, output_dir, epochs=2, max_steps=MAX_STEPS, checkpoint_every_steps=2,
-                                 lora_dropout=0.1, max_validation_rows=32)
+        return make_train_config(small_files, output_dir, epochs=2, max_steps=MAX_STEPS,
+                                 checkpoint_every_steps=2, lora_dropout=0.1, max_validation_rows=32)
 
     reference = train(config(tmp_path / "unbroken" / "adapter"))
 
@@ -41,8 +41,8 @@ def test_a_killed_run_resumes_to_the_same_result(
     assert metrics["steps"] == reference["steps"] == MAX_STEPS
     assert [s for s, _ in metrics["train_loss_curve"]] == list(range(1, MAX_STEPS + 1))
     assert metrics["val_log_loss"] == pytest.approx(reference["val_log_loss"], abs=SAME_RUN_ATOL)
-    for (_, resumed_loss), (_, unbroken_loss) in zip(metrics["train_loss_curve"], reference["train_loss_curve"],
-                                                     strict=True):
-        assert resumed_loss == pytest.approx(unbroken_loss, abs=SAME_RUN_ATOL)
+    resumed_curve = [loss for _, loss in metrics["train_loss_curve"]]
+    unbroken_curve = [loss for _, loss in reference["train_loss_curve"]]
+    assert resumed_curve == pytest.approx(unbroken_curve, abs=SAME_RUN_ATOL)
     assert metrics["padding_fraction"] == pytest.approx(reference["padding_fraction"], abs=1e-12)
     assert not work.exists()

@@ -15,12 +15,13 @@ from arena_assets.ranker.scorer import OUTPUT_NAME, score
 from arena_assets_tests.ranker.conftest import PairFiles, kill_when, module_command
 
 OUTPUT_COLUMNS = ["id", "a_logit", "b_logit", "a_logit_swapped", "b_logit_swapped"]
-KILL_ROWS = 256  # enough shards of 8 rows that the child is still scoring when the first one lands
+KILL_ROWS = 96
+KILL_SHARD_ROWS = 4  # 24 shards: the child is still scoring when the first one lands
 
 
 def _config(model: Path, input_path: Path, output_dir: Path, **overrides: object) -> ScoreConfig:
-    return ScoreConfig(model=str(model), input_path=str(input_path), output_dir=str(output_dir), max_length=384,
-                       token_budget=4096, **overrides)
+    return ScoreConfig(model=str(model), input_path=str(input_path), output_dir=str(output_dir),
+                       max_length=384, token_budget=4096, **overrides)
 
 
 def _metrics(output_dir: Path) -> dict[str, float]:
@@ -29,16 +30,16 @@ def _metrics(output_dir: Path) -> dict[str, float]:
 
 def test_every_row_is_scored_once_in_both_orders(demo_backbone: Path, small_files: PairFiles,
                                                  tmp_path: Path) -> None:
-    config = _config(demo_backbone, small_files.open_pairs, tmp_path / "scores", rows_per_shard=16)
+    config = _config(demo_backbone, small_files.open_pairs, tmp_path / "scores", rows_per_shard=8)
     score(config)
 
     logits = pd.read_parquet(tmp_path / "scores" / OUTPUT_NAME)
     expected_ids = pd.read_parquet(small_files.open_pairs)["id"].astype(str).tolist()
     assert list(logits.columns) == OUTPUT_COLUMNS
-    assert logits["id"].tolist() == expected_ids and logits["id"].is_unique and len(logits) == 64
+    assert logits["id"].tolist() == expected_ids and logits["id"].is_unique and len(logits) == 32
     assert np.isfinite(logits[OUTPUT_COLUMNS[1:]].to_numpy()).all()
     assert {k: _metrics(tmp_path / "scores")[k] for k in ("rows", "rows_scored_this_run", "shards")} == {
-        "rows": 64, "rows_scored_this_run": 64, "shards": 4}
+        "rows": 32, "rows_scored_this_run": 32, "shards": 4}
     assert read_manifest(tmp_path / "scores")["kind"] == "letter_logits"
 
     score(config)  # a rerun finds every shard done
@@ -72,21 +73,21 @@ def test_a_killed_scorer_restarts_and_scores_every_row_exactly_once(
     input_path = tmp_path / "pairs.parquet"
     pd.read_parquet(hard_label_files.open_pairs).head(KILL_ROWS).to_parquet(input_path)
     out = tmp_path / "scores"
-    config = _config(demo_backbone, input_path, out, rows_per_shard=8)
+    config = _config(demo_backbone, input_path, out, rows_per_shard=KILL_SHARD_ROWS)
     shards = out / "shards"
 
-    kill_when(module_command("arena_assets.ranker.scorer", config, tmp_path / "score.json"), tmp_path / "kill.log",
-              ready=lambda: any(shards.glob("shard-*.parquet")))
+    command = module_command("arena_assets.ranker.scorer", config, tmp_path / "score.json")
+    kill_when(command, tmp_path / "kill.log", ready=lambda: any(shards.glob("shard-*.parquet")))
     done_before = sorted(shards.glob("shard-*.parquet"))
-    assert 1 <= len(done_before) < KILL_ROWS // 8 and not (out / OUTPUT_NAME).exists()
+    assert 1 <= len(done_before) < KILL_ROWS // KILL_SHARD_ROWS and not (out / OUTPUT_NAME).exists()
 
     score(config)  # the restart
     restarted = _metrics(out)
-    assert restarted["rows_scored_this_run"] == KILL_ROWS - 8 * len(done_before)
+    assert restarted["rows_scored_this_run"] == KILL_ROWS - KILL_SHARD_ROWS * len(done_before)
     assert restarted["rows"] == KILL_ROWS
     logits = pd.read_parquet(out / OUTPUT_NAME)
     assert logits["id"].is_unique
     assert logits["id"].tolist() == pd.read_parquet(input_path)["id"].astype(str).tolist()
 
-    score(_config(demo_backbone, input_path, tmp_path / "uninterrupted", rows_per_shard=8))
+    score(_config(demo_backbone, input_path, tmp_path / "uninterrupted", rows_per_shard=KILL_SHARD_ROWS))
     pd.testing.assert_frame_equal(logits, pd.read_parquet(tmp_path / "uninterrupted" / OUTPUT_NAME))

@@ -19,8 +19,8 @@ from arena_assets_tests.ranker.conftest import PairFiles, TrainedRun
 
 TINY_LAYERS = 2  # decoder layers of the embedded tiny backbone
 DEMO_TRAIN_PAIRS = 1819  # swap pairs in the demo hard-label set's train split
-METRIC_KEYS = {"val_accuracy", "val_log_loss", "train_loss_curve", "train_tokens_per_second", "padding_fraction",
-               "steps", "wall_seconds"}
+METRIC_KEYS = {"val_accuracy", "val_log_loss", "train_loss_curve", "train_tokens_per_second",
+               "padding_fraction", "steps", "wall_seconds"}
 
 
 @pytest.fixture
@@ -68,8 +68,8 @@ def test_stage1_reaches_demo_accuracy(stage1_run: TrainedRun) -> None:
     metrics = json.loads((stage1_run.adapter_dir / "metrics.json").read_text())
 
     assert metrics["val_accuracy"] >= 0.85
-    assert METRIC_KEYS <= metrics.keys()
-    steps = -(-DEMO_TRAIN_PAIRS // (stage1_run.config.global_batch_size // 2))  # one epoch, last batch partial
+    assert metrics.keys() >= METRIC_KEYS
+    steps = -(-DEMO_TRAIN_PAIRS // (stage1_run.config.global_batch_size // 2))  # the last batch is short
     assert metrics["steps"] == steps == 228
     assert [s for s, _ in metrics["train_loss_curve"]] == list(range(1, steps + 1))
     assert metrics["val_log_loss"] < 0.45 and metrics["train_tokens_per_second"] > 0
@@ -77,7 +77,10 @@ def test_stage1_reaches_demo_accuracy(stage1_run: TrainedRun) -> None:
     assert metrics["val_rows"] == 102
 
 
-def test_stage1_adapter_directory_is_a_finished_peft_adapter(stage1_run: TrainedRun, demo_backbone: Path) -> None:
+@pytest.mark.slow
+def test_stage1_adapter_directory_is_a_finished_peft_adapter(
+    stage1_run: TrainedRun, demo_backbone: Path
+) -> None:
     adapter = stage1_run.adapter_dir
 
     assert read_manifest(adapter)["kind"] == "lora_adapter"
