@@ -15,7 +15,13 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from arena_assets.automation import OBSERVE_CRON
 from arena_assets.definitions import defs
 
-RAW_FILES = {"wsdm_train_files", "wsdm_test_files", "lmsys_55k_files", "lmsys_33k_files", "open_model_pairs_files"}
+RAW_FILES = {
+    "wsdm_train_files",
+    "wsdm_test_files",
+    "lmsys_55k_files",
+    "lmsys_33k_files",
+    "open_model_pairs_files",
+}
 HARD_LABEL_SET = dg.AssetKey("hard_label_set")
 
 
@@ -46,8 +52,9 @@ def test_schedule_and_sensor_run_out_of_the_box() -> None:
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
-def test_changed_raw_file_requests_its_dataset(graph: dg.AssetGraph, demo_project: Path, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_changed_raw_file_requests_its_dataset(
+    graph: dg.AssetGraph, demo_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     raw_dir = tmp_path / "raw"
     shutil.copytree(demo_project / "data/raw/demo", raw_dir)
     monkeypatch.setenv("ARENA_RAW_DIR", str(raw_dir))  # what the Definitions' settings resource reads
@@ -79,13 +86,19 @@ def _hard_label_set_built(instance: dg.DagsterInstance, graph: dg.AssetGraph, *,
     """A new materialization of hard_label_set whose checks in `failed` failed and the others passed."""
     instance.report_runless_asset_event(dg.AssetMaterialization(HARD_LABEL_SET))
     record = instance.fetch_materializations(HARD_LABEL_SET, limit=1).records[0]
-    target = AssetCheckEvaluationTargetMaterializationData(storage_id=record.storage_id, run_id=record.run_id,
-                                                           timestamp=record.timestamp)
+    target = AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    )
     for key in graph.asset_check_keys:
         if key.asset_key == HARD_LABEL_SET:
-            instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-                asset_key=HARD_LABEL_SET, check_name=key.name, passed=key.name not in failed,
-                target_materialization_data=target))
+            instance.report_runless_asset_event(
+                dg.AssetCheckEvaluation(
+                    asset_key=HARD_LABEL_SET,
+                    check_name=key.name,
+                    passed=key.name not in failed,
+                    target_materialization_data=target,
+                )
+            )
 
 
 def test_failed_blocking_check_holds_back_stage1(graph: dg.AssetGraph) -> None:

@@ -45,9 +45,15 @@ def good_root(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     rng = np.random.default_rng(0)
     logits = pd.DataFrame(rng.normal(size=(len(ids), 4)), columns=LOGIT_COLUMNS).assign(id=ids.to_numpy())
     _write_parquet(logits, soft_logits_path(settings))
-    _write_parquet(pd.DataFrame({"pair_id": ["p0", "p0", "p1", "p1"],
-                                 "teacher_logits": [[1.0, -1.0], [-1.0, 1.0], [0.5, 0.2], [0.2, 0.5]]}),
-                   stage2_path(settings))
+    _write_parquet(
+        pd.DataFrame(
+            {
+                "pair_id": ["p0", "p0", "p1", "p1"],
+                "teacher_logits": [[1.0, -1.0], [-1.0, 1.0], [0.5, 0.2], [0.2, 0.5]],
+            }
+        ),
+        stage2_path(settings),
+    )
     for merged in ("merged_stage1_model", "final_model"):
         _write_json(model_dir(settings, merged) / "parity.json", {"max_abs_logit_diff": 3e-8, "atol": 1e-4})
     _write_json(model_dir(settings, "stage1_adapter") / "metrics.json", {"val_accuracy": 0.80})
@@ -79,12 +85,18 @@ def _edit_parquet(path: Path, edit: Callable[[pd.DataFrame], pd.DataFrame | None
     (frame if edited is None else edited).to_parquet(path, index=False)
 
 
-def run_check(project: Path, root: Path, check: dg.AssetChecksDefinition) -> tuple[dg.ExecuteInProcessResult,
-                                                                                  dg.AssetCheckEvaluation]:
+def run_check(
+    project: Path, root: Path, check: dg.AssetChecksDefinition
+) -> tuple[dg.ExecuteInProcessResult, dg.AssetCheckEvaluation]:
     """A check-only run of `check` against the artifacts under `root`; its one evaluation."""
     with dg.instance_for_test() as instance:
-        result = dg.materialize([*graph_assets(), *graph_checks()], selection=dg.AssetSelection.checks(check),
-                                resources=demo_resources(project, root), instance=instance, raise_on_error=False)
+        result = dg.materialize(
+            [*graph_assets(), *graph_checks()],
+            selection=dg.AssetSelection.checks(check),
+            resources=demo_resources(project, root),
+            instance=instance,
+            raise_on_error=False,
+        )
     assert not result.get_asset_materialization_events()
     (evaluation,) = result.get_asset_check_evaluations()
     return result, evaluation
@@ -96,8 +108,12 @@ def values(evaluation: dg.AssetCheckEvaluation) -> dict[str, object]:
 
 def check(name: str, asset: str | None = None) -> dg.AssetChecksDefinition:
     """The declared check of that name (on `asset`, where two checks share a name)."""
-    found = [c for c in graph_checks() for key in c.check_keys
-             if key.name == name and (asset is None or key.asset_key.to_user_string() == asset)]
+    found = [
+        c
+        for c in graph_checks()
+        for key in c.check_keys
+        if key.name == name and (asset is None or key.asset_key.to_user_string() == asset)
+    ]
     (only,) = found
     return only
 
@@ -109,11 +125,16 @@ ALL_CHECKS = [(key.asset_key.to_user_string(), key.name) for c in checks.asset_c
 def test_good_artifacts_pass_every_check(artifacts, demo_project: Path) -> None:
     root, _ = artifacts
     with dg.instance_for_test() as instance:
-        result = dg.materialize([*graph_assets(), *graph_checks()],
-                                selection=dg.AssetSelection.checks(*graph_checks()),
-                                resources=demo_resources(demo_project, root), instance=instance)
-    evaluations = {(e.asset_key.to_user_string(), e.check_name): (e.passed, values(e))
-                   for e in result.get_asset_check_evaluations()}
+        result = dg.materialize(
+            [*graph_assets(), *graph_checks()],
+            selection=dg.AssetSelection.checks(*graph_checks()),
+            resources=demo_resources(demo_project, root),
+            instance=instance,
+        )
+    evaluations = {
+        (e.asset_key.to_user_string(), e.check_name): (e.passed, values(e))
+        for e in result.get_asset_check_evaluations()
+    }
     assert set(evaluations) == set(ALL_CHECKS)
     assert all(passed for passed, _ in evaluations.values()), evaluations
     assert not result.get_asset_materialization_events()
@@ -133,12 +154,14 @@ def _swap_row_removed(s: Settings) -> None:
 def _swap_label_not_flipped(s: Settings) -> None:
     def edit(f: pd.DataFrame) -> None:
         f.loc[1, "winner"] = f.loc[0, "winner"]
+
     _edit_parquet(hard_label_paths(s)[0], edit)
 
 
 def _winner_null(s: Settings) -> None:
     def edit(f: pd.DataFrame) -> None:
         f.loc[[0, 1], "winner"] = None
+
     _edit_parquet(hard_label_paths(s)[1], edit)
 
 
@@ -149,12 +172,14 @@ def _column_missing(s: Settings) -> None:
 def _all_b_wins(s: Settings) -> None:
     def edit(f: pd.DataFrame) -> None:
         f["winner"] = np.where(f["is_swapped"], "model_a", "model_b")
+
     _edit_parquet(hard_label_paths(s)[0], edit)
 
 
 def _nonfinite_soft_logit(s: Settings) -> None:
     def edit(f: pd.DataFrame) -> None:
         f.loc[3, "b_logit_swapped"] = np.nan
+
     _edit_parquet(soft_logits_path(s), edit)
 
 
@@ -167,12 +192,15 @@ def _soft_logit_id_twice(s: Settings) -> None:
 
 
 def _nonfinite_teacher_logits(s: Settings) -> None:
-    _edit_parquet(stage2_path(s), lambda f: f.assign(teacher_logits=[[1.0, float("inf")], *f["teacher_logits"][1:]]))
+    _edit_parquet(
+        stage2_path(s), lambda f: f.assign(teacher_logits=[[1.0, float("inf")], *f["teacher_logits"][1:]])
+    )
 
 
 def _parity_broken(asset: str) -> Callable[[Settings], None]:
     def breaks(s: Settings) -> None:
         _write_json(model_dir(s, asset) / "parity.json", {"max_abs_logit_diff": 0.5, "atol": 1e-4})
+
     return breaks
 
 
@@ -181,31 +209,84 @@ def _stage2_worse(s: Settings) -> None:
 
 
 BROKEN = {
-    "prompt_in_both_splits": ("hard_label_set", "no_prompt_in_both_splits", _prompt_in_both_splits,
-                              {"observed_shared_prompts": 1, "expected_shared_prompts": 0}),
-    "swap_row_removed": ("hard_label_set", "swap_pairs_complete", _swap_row_removed, {"expected": "even count"}),
-    "swap_label_not_flipped": ("hard_label_set", "swap_pairs_complete", _swap_label_not_flipped,
-                               {"observed_broken_pairs": 1, "expected_broken_pairs": 0}),
-    "winner_null": ("hard_label_set", "hard_label_schema", _winner_null,
-                    {"problems": {"validation.parquet": {"missing_columns": [], "rows_without_winner": 2}}}),
-    "column_missing": ("hard_label_set", "hard_label_schema", _column_missing,
-                       {"problems": {"train.parquet": {"missing_columns": ["pair_id"], "rows_without_winner": 0}}}),
-    "label_balance": ("hard_label_set", "label_balance_within_bounds", _all_b_wins,
-                      {"observed_share_b": 1.0, "expected_low": 0.3, "expected_high": 0.7}),
-    "soft_logit_nonfinite": ("open_model_soft_logits", "soft_logits_cover_open_pairs", _nonfinite_soft_logit,
-                             {"observed_nonfinite": 1, "observed_missing_ids": 0, "observed_duplicate_ids": 0}),
-    "soft_logit_id_missing": ("open_model_soft_logits", "soft_logits_cover_open_pairs", _soft_logit_id_missing,
-                              {"observed_nonfinite": 0, "observed_missing_ids": 1, "observed_duplicate_ids": 0}),
-    "soft_logit_id_twice": ("open_model_soft_logits", "soft_logits_cover_open_pairs", _soft_logit_id_twice,
-                            {"observed_missing_ids": 0, "observed_duplicate_ids": 1}),
-    "teacher_logits_nonfinite": ("stage2_dataset", "soft_label_rows_finite", _nonfinite_teacher_logits,
-                                 {"observed_nonfinite": 1, "rows": 4}),
-    "stage1_parity": ("merged_stage1_model", "merged_model_matches_adapter", _parity_broken("merged_stage1_model"),
-                      {"observed_max_abs_diff": 0.5, "expected_at_most": 1e-4}),
-    "final_parity": ("final_model", "merged_model_matches_adapter", _parity_broken("final_model"),
-                     {"observed_max_abs_diff": 0.5, "expected_at_most": 1e-4}),
-    "stage2_worse": ("stage2_adapter", "stage2_not_worse_than_stage1", _stage2_worse,
-                     {"observed_stage2_accuracy": 0.70, "stage1_accuracy": 0.80, "tolerance": 0.02}),
+    "prompt_in_both_splits": (
+        "hard_label_set",
+        "no_prompt_in_both_splits",
+        _prompt_in_both_splits,
+        {"observed_shared_prompts": 1, "expected_shared_prompts": 0},
+    ),
+    "swap_row_removed": (
+        "hard_label_set",
+        "swap_pairs_complete",
+        _swap_row_removed,
+        {"expected": "even count"},
+    ),
+    "swap_label_not_flipped": (
+        "hard_label_set",
+        "swap_pairs_complete",
+        _swap_label_not_flipped,
+        {"observed_broken_pairs": 1, "expected_broken_pairs": 0},
+    ),
+    "winner_null": (
+        "hard_label_set",
+        "hard_label_schema",
+        _winner_null,
+        {"problems": {"validation.parquet": {"missing_columns": [], "rows_without_winner": 2}}},
+    ),
+    "column_missing": (
+        "hard_label_set",
+        "hard_label_schema",
+        _column_missing,
+        {"problems": {"train.parquet": {"missing_columns": ["pair_id"], "rows_without_winner": 0}}},
+    ),
+    "label_balance": (
+        "hard_label_set",
+        "label_balance_within_bounds",
+        _all_b_wins,
+        {"observed_share_b": 1.0, "expected_low": 0.3, "expected_high": 0.7},
+    ),
+    "soft_logit_nonfinite": (
+        "open_model_soft_logits",
+        "soft_logits_cover_open_pairs",
+        _nonfinite_soft_logit,
+        {"observed_nonfinite": 1, "observed_missing_ids": 0, "observed_duplicate_ids": 0},
+    ),
+    "soft_logit_id_missing": (
+        "open_model_soft_logits",
+        "soft_logits_cover_open_pairs",
+        _soft_logit_id_missing,
+        {"observed_nonfinite": 0, "observed_missing_ids": 1, "observed_duplicate_ids": 0},
+    ),
+    "soft_logit_id_twice": (
+        "open_model_soft_logits",
+        "soft_logits_cover_open_pairs",
+        _soft_logit_id_twice,
+        {"observed_missing_ids": 0, "observed_duplicate_ids": 1},
+    ),
+    "teacher_logits_nonfinite": (
+        "stage2_dataset",
+        "soft_label_rows_finite",
+        _nonfinite_teacher_logits,
+        {"observed_nonfinite": 1, "rows": 4},
+    ),
+    "stage1_parity": (
+        "merged_stage1_model",
+        "merged_model_matches_adapter",
+        _parity_broken("merged_stage1_model"),
+        {"observed_max_abs_diff": 0.5, "expected_at_most": 1e-4},
+    ),
+    "final_parity": (
+        "final_model",
+        "merged_model_matches_adapter",
+        _parity_broken("final_model"),
+        {"observed_max_abs_diff": 0.5, "expected_at_most": 1e-4},
+    ),
+    "stage2_worse": (
+        "stage2_adapter",
+        "stage2_not_worse_than_stage1",
+        _stage2_worse,
+        {"observed_stage2_accuracy": 0.70, "stage1_accuracy": 0.80, "tolerance": 0.02},
+    ),
 }
 
 

@@ -1,4 +1,4 @@
-"""`dagster asset materialize -m arena_assets.definitions` as a user runs it, settings from the environment."""
+"""`dagster asset materialize -m arena_assets.definitions` as a user runs it, settings from the env."""
 
 from __future__ import annotations
 
@@ -20,9 +20,24 @@ IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
 def materialize(select: str, config: dict, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([DAGSTER, "asset", "materialize", "-m", "arena_assets.definitions", "--select", select,
-                           "--config-json", json.dumps(config)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "arena_assets.definitions",
+            "--select",
+            select,
+            "--config-json",
+            json.dumps(config),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -38,8 +53,12 @@ def test_materialize_data_group(demo_project: Path, tmp_path: Path) -> None:
     train = pd.read_parquet(artifacts / "hard_label_set" / "train.parquet")
     assert len(train) > 0 and (artifacts / "hard_label_set" / "validation.parquet").is_file()
     # Only the selection ran: nothing downstream of the hard-label set, no other source.
-    assert sorted(p.name for p in artifacts.iterdir()) == ["hard_label_set", "lmsys_33k", "lmsys_55k",
-                                                           "wsdm_train"]
+    assert sorted(p.name for p in artifacts.iterdir()) == [
+        "hard_label_set",
+        "lmsys_33k",
+        "lmsys_55k",
+        "wsdm_train",
+    ]
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey("hard_label_set"))
@@ -56,7 +75,6 @@ def test_unknown_run_config_key_is_rejected(demo_project: Path, tmp_path: Path) 
     typo = {"ops": {"stage1_adapter": {"config": {"max_step": 10}}}}
     done = materialize("stage1_adapter", typo, arena_env(demo_project, artifacts, home))
     assert done.returncode != 0
-    assert ('Received unexpected config entry "max_step" at path root:ops:stage1_adapter:config'
-            in done.stderr)
+    assert 'Received unexpected config entry "max_step" at path root:ops:stage1_adapter:config' in done.stderr
     assert "max_steps?" in done.stderr  # the message lists the fields that do exist
     assert not artifacts.exists()

@@ -32,9 +32,22 @@ GRAPH: dict[str, tuple[str, set[str]]] = {
     "evaluation": ("evaluation", {"final_model", "hard_label_set"}),
     "submission": ("evaluation", {"final_model", "wsdm_test"}),
 }
-OBSERVED = {"wsdm_train_files", "wsdm_test_files", "lmsys_55k_files", "lmsys_33k_files", "open_model_pairs_files"}
-GPU_ASSETS = {"stage1_adapter", "merged_stage1_model", "open_model_soft_logits", "stage2_adapter", "final_model",
-              "evaluation", "submission"}
+OBSERVED = {
+    "wsdm_train_files",
+    "wsdm_test_files",
+    "lmsys_55k_files",
+    "lmsys_33k_files",
+    "open_model_pairs_files",
+}
+GPU_ASSETS = {
+    "stage1_adapter",
+    "merged_stage1_model",
+    "open_model_soft_logits",
+    "stage2_adapter",
+    "final_model",
+    "evaluation",
+    "submission",
+}
 # (asset, check) -> blocking
 CHECKS: dict[tuple[str, str], bool] = {
     ("hard_label_set", "hard_label_schema"): True,
@@ -63,9 +76,13 @@ def test_definitions_load() -> None:
 
 
 def test_asset_keys_groups_and_lineage(graph: dg.AssetGraph) -> None:
-    observed = {key.to_user_string(): (graph.get(key).group_name,
-                                       {p.to_user_string() for p in graph.get(key).parent_keys})
-                for key in graph.get_all_asset_keys()}
+    observed = {
+        key.to_user_string(): (
+            graph.get(key).group_name,
+            {p.to_user_string() for p in graph.get(key).parent_keys},
+        )
+        for key in graph.get_all_asset_keys()
+    }
     assert observed == GRAPH
 
 
@@ -97,6 +114,8 @@ def test_derived_assets_rebuild_when_stale(graph: dg.AssetGraph) -> None:
 
 
 def test_checks_and_which_block(graph: dg.AssetGraph) -> None:
-    observed = {(key.asset_key.to_user_string(), key.name): graph.get_check_spec(key).blocking
-                for key in graph.asset_check_keys}
+    observed = {
+        (key.asset_key.to_user_string(), key.name): graph.get_check_spec(key).blocking
+        for key in graph.asset_check_keys
+    }
     assert observed == CHECKS

@@ -17,9 +17,20 @@ from arena_assets_tests.assets.conftest import (
 )
 
 MATERIALIZED = [
-    "wsdm_train", "wsdm_test", "lmsys_55k", "lmsys_33k", "open_model_pairs", "hard_label_set",
-    "stage1_adapter", "merged_stage1_model", "open_model_soft_logits", "stage2_dataset", "stage2_adapter",
-    "final_model", "evaluation", "submission",
+    "wsdm_train",
+    "wsdm_test",
+    "lmsys_55k",
+    "lmsys_33k",
+    "open_model_pairs",
+    "hard_label_set",
+    "stage1_adapter",
+    "merged_stage1_model",
+    "open_model_soft_logits",
+    "stage2_dataset",
+    "stage2_adapter",
+    "final_model",
+    "evaluation",
+    "submission",
 ]
 
 
@@ -28,16 +39,22 @@ def pipeline(demo_project: Path, tmp_path_factory: pytest.TempPathFactory):
     """One in-process run of every asset and check, with short training (SMALL_RUN_CONFIG)."""
     artifact_root = tmp_path_factory.mktemp("pipeline") / "artifacts"
     with dg.instance_for_test() as instance:
-        result = dg.materialize([*graph_assets(), *graph_checks()], selection="*",
-                                resources=demo_resources(demo_project, artifact_root),
-                                run_config=SMALL_RUN_CONFIG, instance=instance, raise_on_error=False)
+        result = dg.materialize(
+            [*graph_assets(), *graph_checks()],
+            selection="*",
+            resources=demo_resources(demo_project, artifact_root),
+            run_config=SMALL_RUN_CONFIG,
+            instance=instance,
+            raise_on_error=False,
+        )
         yield result, resolved(demo_project, artifact_root)
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]:
     """The raw values of an asset's materialization metadata in this run."""
-    (materialization,) = [m for m in result.get_asset_materialization_events()
-                          if m.asset_key == dg.AssetKey(asset)]
+    (materialization,) = [
+        m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(asset)
+    ]
     return {k: v.value for k, v in materialization.materialization.metadata.items()}
 
 
@@ -49,9 +66,12 @@ def test_every_asset_materializes_and_every_check_passes(pipeline) -> None:
     assert materialized == set(MATERIALIZED)
     # The observable raw files are not part of a materialize run (the schedule observes them).
     assert not result.get_asset_observation_events()
-    evaluations = {(e.asset_key.to_user_string(), e.check_name): e.passed
-                   for e in result.get_asset_check_evaluations()}
-    declared = {(key.asset_key.to_user_string(), key.name) for check in graph_checks() for key in check.check_keys}
+    evaluations = {
+        (e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()
+    }
+    declared = {
+        (key.asset_key.to_user_string(), key.name) for check in graph_checks() for key in check.check_keys
+    }
     assert len(result.get_asset_check_evaluations()) == len(declared) == 9
     assert evaluations == dict.fromkeys(declared, True)
 

@@ -67,7 +67,7 @@ def test_training_changes_every_trainable_parameter(
 def test_stage1_reaches_demo_accuracy(stage1_run: TrainedRun) -> None:
     metrics = json.loads((stage1_run.adapter_dir / "metrics.json").read_text())
 
-    assert metrics["val_accuracy"] >= 0.85
+    assert metrics["val_accuracy"] >= 0.85, f"stage 1 validation accuracy {metrics['val_accuracy']:.4f}"
     assert metrics.keys() >= METRIC_KEYS
     steps = -(-DEMO_TRAIN_PAIRS // (stage1_run.config.global_batch_size // 2))  # the last batch is short
     assert metrics["steps"] == steps == 228
