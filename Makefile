@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 BIN := $(VENV)/bin
 
-.PHONY: demo test install dev lint clean-artifacts
+.PHONY: demo test install dev lint screenshots clean-artifacts
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,8 @@ $(DAGSTER_HOME)/.initialised: $(VENV)/.installed .dagster_home/dagster.yaml
 
 demo: $(DAGSTER_HOME)/.initialised
 	$(BIN)/arena build-demo
+	# Observe the raw files first, so the automation sensor sees them as already built from.
+	$(BIN)/dagster job execute -m arena_assets.definitions -j observe_raw_files > /dev/null
 	$(BIN)/dagster asset materialize -m arena_assets.definitions --select '*' -c configs/demo.yaml
 	$(BIN)/arena where
 
@@ -35,6 +37,10 @@ test: $(VENV)/.installed
 
 dev: $(DAGSTER_HOME)/.initialised
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+
+screenshots: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[screenshots]'
+	$(BIN)/python scripts/screenshots.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check arena_assets arena_assets_tests

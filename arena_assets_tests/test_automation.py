@@ -36,7 +36,7 @@ def requested(result: dg.EvaluateAutomationConditionsResult, graph: dg.AssetGrap
 
 
 def built_by_hand(instance: dg.DagsterInstance, graph: dg.AssetGraph) -> None:
-    """Record a materialization of every asset, as `make demo` leaves the instance (no check results)."""
+    """Record a materialization of every asset (a first build by hand), without any check results."""
     for key in graph.materializable_asset_keys:
         instance.report_runless_asset_event(dg.AssetMaterialization(key))
 

@@ -31,14 +31,26 @@ def line_chart_svg(
     )
 
 
+def smoothed(curve: Sequence[tuple[int, float]], *, window: int) -> list[tuple[int, float]]:
+    """Trailing moving average over `window` steps (per-step loss on small batches is noisy)."""
+    out, total = [], 0.0
+    for i, (step, value) in enumerate(curve):
+        total += value
+        if i >= window:
+            total -= curve[i - window][1]
+        out.append((step, total / min(i + 1, window)))
+    return out
+
+
 def loss_curve_markdown(curve: Sequence[tuple[int, float]], *, max_points: int = 200) -> str:
-    """Markdown with the loss curve as an inline SVG image and a first/last summary line."""
+    """Markdown with the loss curve (moving average) as an inline SVG image and a first/last summary line."""
     if not curve:
         return "No training steps were run."
+    window = max(1, len(curve) // 50)
     stride = max(1, len(curve) // max_points)
-    sampled = list(curve[::stride])
-    if sampled[-1] != curve[-1]:
-        sampled.append(curve[-1])
+    sampled = list(smoothed(curve, window=window)[::stride])
+    if sampled[-1][0] != curve[-1][0]:
+        sampled.append(smoothed(curve, window=window)[-1])
     svg = base64.b64encode(line_chart_svg(sampled).encode()).decode()
     return (
         f"![training loss](data:image/svg+xml;base64,{svg})\n\n"

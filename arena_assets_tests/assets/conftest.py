@@ -16,8 +16,9 @@ from arena_assets.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A few optimizer steps on small batches: the test is about the plumbing; learning is tested in ranker/.
 # Learning rates near zero keep both stages at the backbone's accuracy: after a few dozen steps both sit at
-# chance, and stage2_not_worse_than_stage1 (tolerance 0.02 on 102 validation rows) would be a coin flip.
+# chance, and stage2_not_worse_than_stage1 (tolerance 0.02 on the validation rows) would be a coin flip.
 SMALL_TRAIN = {
+    "max_validation_rows": 48,
     "max_steps": 12,
     "global_batch_size": 8,
     "per_device_batch_size": 8,
