@@ -78,7 +78,8 @@ def cmd_where(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     print(
-        f"profile        {settings.profile}\nbackbone       {settings.backbone}\nraw files      {settings.raw_dir}"
+        f"profile        {settings.profile}\nbackbone       {settings.backbone}\n"
+        f"raw files      {settings.raw_dir}"
     )
     print(f"artifacts      {settings.artifact_root}")
     if settings.artifact_root.is_dir():

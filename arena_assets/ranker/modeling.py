@@ -36,7 +36,7 @@ def resolve_attention(requested: str, device: torch.device) -> str:
 
 
 def liger_enabled(use_liger: str, device: torch.device) -> bool:
-    """Whether liger-kernel's Triton kernels apply: `on` requires them, `auto` uses them on CUDA if installed."""
+    """Whether liger-kernel's kernels apply: `on` requires them, `auto` uses them on CUDA if installed."""
     installed = importlib.util.find_spec("liger_kernel") is not None
     if use_liger == "on" and not installed:
         raise RuntimeError(

@@ -60,7 +60,8 @@ def require_columns(path: Path, present: Sequence[str], required: Sequence[str],
             path,
             f"missing column(s) {', '.join(map(repr, missing))}; expected columns {', '.join(required)}"
             f" (found {', '.join(map(str, present))})",
-            f"Check that this is a {source} file (README, 'Data': the expected columns) or pick the matching --source.",
+            f"Check that this is a {source} file (README, 'Data': the expected columns) "
+            "or pick the matching --source.",
         )
 
 

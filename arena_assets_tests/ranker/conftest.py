@@ -111,11 +111,14 @@ def stage1_run(
     hard_label_files: PairFiles, make_train_config: Callable[..., TrainConfig],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> TrainedRun:
-    """Stage 1 on the whole demo hard-label set with the demo overrides but one epoch; once per session."""
+    """Stage 1 on the whole demo hard-label set with the demo profile's settings (2 epochs); once per session.
+
+    One epoch lands at 0.853 validation accuracy, a row away from the 0.85 bar; two reach 0.92.
+    """
     from arena_assets.ranker.trainer import train
 
     out = tmp_path_factory.mktemp("stage1") / "adapter"
-    config = make_train_config(hard_label_files, out, epochs=1)
+    config = make_train_config(hard_label_files, out)
     return TrainedRun(config=config, metrics=train(config))
 
 
