@@ -74,26 +74,41 @@ def launch(
     )
 
 
-@dg.asset(
-    group_name="stage1",
-    deps=["hard_label_set"],
-    pool=GPU_POOL,
-    tags=GPU_TAGS,
-    kinds={"pytorch", "peft"},
-    code_version="1",
-)
-def stage1_adapter(
-    context: dg.AssetExecutionContext,
-    config: Stage1TrainRunConfig,
-    settings: ArenaSettingsResource,
-    launcher: AccelerateLauncher,
-) -> dg.MaterializeResult:
-    """LoRA adapter trained on the hard-label set (cross-entropy on the A/B letter logits)."""
-    resolved = settings.settings()
-    ranker = train_config(resolved, config, stage=1)
-    return launch(
-        context, launcher, "arena_assets.ranker.trainer", ranker, config_path(resolved, "stage1_adapter")
+def adapter_asset(
+    stage: int, dataset: str, run_config: type[dg.Config], description: str
+) -> dg.AssetsDefinition:
+    """The LoRA adapter asset of one stage, trained from the base backbone on `dataset`."""
+    name = f"stage{stage}_adapter"
+
+    @dg.asset(
+        name=name,
+        group_name=f"stage{stage}",
+        deps=[dataset],
+        pool=GPU_POOL,
+        tags=GPU_TAGS,
+        kinds={"pytorch", "peft"},
+        code_version="1",
+        description=description,
     )
+    def _adapter(
+        context: dg.AssetExecutionContext,
+        config: run_config,
+        settings: ArenaSettingsResource,
+        launcher: AccelerateLauncher,
+    ) -> dg.MaterializeResult:
+        resolved = settings.settings()
+        ranker = train_config(resolved, config, stage=stage)
+        return launch(context, launcher, "arena_assets.ranker.trainer", ranker, config_path(resolved, name))
+
+    return _adapter
+
+
+stage1_adapter = adapter_asset(
+    1,
+    "hard_label_set",
+    Stage1TrainRunConfig,
+    "LoRA adapter trained on the hard-label set (cross-entropy on the A/B letter logits).",
+)
 
 
 def merge_asset(name: str, adapter: str, description: str) -> dg.AssetsDefinition:
@@ -137,26 +152,12 @@ merged_stage1_model = merge_asset(
 )
 
 
-@dg.asset(
-    group_name="stage2",
-    deps=["stage2_dataset"],
-    pool=GPU_POOL,
-    tags=GPU_TAGS,
-    kinds={"pytorch", "peft"},
-    code_version="1",
+stage2_adapter = adapter_asset(
+    2,
+    "stage2_dataset",
+    Stage2TrainRunConfig,
+    "LoRA adapter trained from the base backbone on the stage-2 dataset (soft cross-entropy).",
 )
-def stage2_adapter(
-    context: dg.AssetExecutionContext,
-    config: Stage2TrainRunConfig,
-    settings: ArenaSettingsResource,
-    launcher: AccelerateLauncher,
-) -> dg.MaterializeResult:
-    """LoRA adapter trained from the base backbone on the stage-2 dataset (soft cross-entropy)."""
-    resolved = settings.settings()
-    ranker = train_config(resolved, config, stage=2)
-    return launch(
-        context, launcher, "arena_assets.ranker.trainer", ranker, config_path(resolved, "stage2_adapter")
-    )
 
 
 final_model = merge_asset(

@@ -21,19 +21,7 @@ from arena_assets.ranker.artifacts import atomic_write_parquet
 from arena_assets.ranker.config import Stage2DatasetConfig, load_config
 from arena_assets.ranker.data import check_swap_pairs, interleave_swaps, read_pairs
 from arena_assets.ranker.evaluation import swap_averaged_logits
-
-# The canonical pair columns (arena_assets.readers.schema), repeated here because the ranker is standalone.
-STAGE2_COLUMNS: tuple[str, ...] = (
-    "id",
-    "source",
-    "prompt",
-    "response_a",
-    "response_b",
-    "winner",
-    "model_a",
-    "model_b",
-    "language",
-)
+from arena_assets.readers.schema import CANONICAL_COLUMNS
 
 
 def human_teacher_logits(winner: pd.Series, confidence: float) -> np.ndarray:
@@ -67,12 +55,12 @@ def build_stage2_dataset(config: Stage2DatasetConfig) -> dict[str, Any]:
     )
     if not np.isfinite(logits).all():
         raise ValueError(f"{config.soft_logits_path}: non-finite logits; the stage-1 model is broken")
-    open_rows = merged[[c for c in STAGE2_COLUMNS if c in merged.columns]].copy()
+    open_rows = merged[[c for c in CANONICAL_COLUMNS if c in merged.columns]].copy()
     open_rows["winner"] = np.where(logits[:, 1] > logits[:, 0], "model_b", "model_a")
     open_rows["pair_id"] = "open:" + open_rows["id"].astype(str)
     open_rows["label_source"] = "stage1"
     open_rows = interleave_swaps(open_rows, logits.astype(np.float32))
-    columns = [*STAGE2_COLUMNS, "pair_id", "is_swapped", "label_source", "teacher_logits"]
+    columns = [*CANONICAL_COLUMNS, "pair_id", "is_swapped", "label_source", "teacher_logits"]
     dataset = pd.concat(
         [human.reindex(columns=columns), open_rows.reindex(columns=columns)], ignore_index=True
     )

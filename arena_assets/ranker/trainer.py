@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -120,8 +119,13 @@ def plan_steps(config: TrainConfig, lengths: np.ndarray, *, num_processes: int) 
     epoch = 0
     # epochs == 0 means "as many epochs as max_steps needs".
     while epoch < config.epochs or (config.epochs <= 0 and len(batches) < config.max_steps * per_step):
-        epoch_batches = pair_batches(pair_lengths, pairs_per_batch, seed=config.seed, epoch=epoch,
-                                     group_by_length=config.group_by_length)
+        epoch_batches = pair_batches(
+            pair_lengths,
+            pairs_per_batch,
+            seed=config.seed,
+            epoch=epoch,
+            group_by_length=config.group_by_length,
+        )
         if config.epochs > 0 and epoch + 1 > config.epochs:  # a fractional last epoch
             epoch_batches = epoch_batches[: int(len(epoch_batches) * (config.epochs - epoch))]
         if not epoch_batches:
@@ -145,8 +149,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if accelerator.distributed_type == DistributedType.FSDP:
         # prepare() turns the LoRA weights into flat shards, while MasterWeights, the rank-0 save_pretrained
         # and evaluation through unwrap_model need them whole: remove once those gather full weights.
-        raise NotImplementedError("the trainer runs under DDP, not yet FSDP (docs/multi-gpu.md): launch it "
-                                  "with configs/accelerate/ddp.yaml or --num_processes")
+        raise NotImplementedError(
+            "the trainer runs under DDP, not yet FSDP (docs/multi-gpu.md): launch it "
+            "with configs/accelerate/ddp.yaml or --num_processes"
+        )
     set_seed(config.seed)
     output_dir = Path(config.output_dir)
     work_dir = output_dir.with_name(output_dir.name + ".work")
@@ -160,14 +166,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
         frame = read_pairs(config.train_path)
         check_swap_pairs(frame, config.train_path)
-        encoded = encode_frame(template, frame, max_length=config.max_length, rebalance=config.rebalance_truncation)
+        encoded = encode_frame(
+            template, frame, max_length=config.max_length, rebalance=config.rebalance_truncation
+        )
         if config.label == "hard":
             targets: np.ndarray = hard_labels(frame, config.train_path)
         else:
             targets = teacher_logits(frame, config.train_path)
         validation = read_pairs(config.validation_path) if config.validation_path else None
-        reporter.info(f"train rows {len(frame)} ({len(frame) // 2} swap pairs), "
-                      f"validation rows {0 if validation is None else len(validation)}")
+        reporter.info(
+            f"train rows {len(frame)} ({len(frame) // 2} swap pairs), "
+            f"validation rows {0 if validation is None else len(validation)}"
+        )
 
         model, dtype = build_model(config, accelerator)
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -188,14 +198,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
         head = accelerator.prepare(LetterHead(model, letters))
         state = TrainState()
         if config.resume:
-            restored = checkpointing.load_latest(work_dir, model=model, masters=masters, optimizer=optimizer,
-                                                 scheduler=scheduler, process_index=accelerator.process_index)
+            restored = checkpointing.load_latest(
+                work_dir,
+                model=model,
+                masters=masters,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                process_index=accelerator.process_index,
+            )
             if restored is not None:
                 state = TrainState(**restored)
                 reporter.info(f"resumed from step {state.step} of {total_steps}")
-        reporter.info(f"{total_steps} optimizer steps x {accumulation} micro-batches of "
-                      f"{config.per_device_batch_size} rows on {accelerator.num_processes} process(es); "
-                      + fast_path_report(model, config, dtype))
+        reporter.info(
+            f"{total_steps} optimizer steps x {accumulation} micro-batches of "
+            f"{config.per_device_batch_size} rows on {accelerator.num_processes} process(es); "
+            + fast_path_report(model, config, dtype)
+        )
         run = _start_wandb(config, is_main)
 
         progress = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="train")
@@ -203,8 +221,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         first_step = state.step
         while state.step < total_steps:
             step_start = time.perf_counter()
-            step_batches = shard_batches(steps[state.step], num_processes=accelerator.num_processes,
-                                         process_index=accelerator.process_index)
+            step_batches = shard_batches(
+                steps[state.step],
+                num_processes=accelerator.num_processes,
+                process_index=accelerator.process_index,
+            )
             # DDP averages gradients over processes, so each weighs its rows against the step's rows per
             # process: the gradient is the mean over all the step's rows even where a short batch leaves
             # the processes unequal rows, as with one process.
@@ -224,7 +245,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     if config.label == "hard":
                         loss = hard_label_loss(logits, batch["labels"])
                     else:
-                        loss = soft_label_loss(logits, batch["teacher_logits"], temperature=config.temperature)
+                        loss = soft_label_loss(
+                            logits, batch["teacher_logits"], temperature=config.temperature
+                        )
                     accelerator.backward(loss * len(rows) / step_rows)
                 step_loss += loss.detach() * len(rows) / step_rows
                 step_tokens += int(batch["attention_mask"].numel())
@@ -251,29 +274,58 @@ def train(config: TrainConfig) -> dict[str, Any]:
             progress.update(1)
             if state.step % config.log_every_steps == 0 or state.step == total_steps:
                 lr = scheduler.get_last_lr()
-                reporter.info(f"step {state.step}/{total_steps} loss {mean_loss:.4f} grad_norm "
-                              f"{float(grad_norm):.3f} lr {lr[-1]:.2e}")
+                reporter.info(
+                    f"step {state.step}/{total_steps} loss {mean_loss:.4f} grad_norm "
+                    f"{float(grad_norm):.3f} lr {lr[-1]:.2e}"
+                )
                 if run is not None:
-                    run.log({"train/loss": mean_loss, "train/grad_norm": float(grad_norm), "train/lr": lr[-1]},
-                            step=state.step)
-            if config.eval_every_steps and state.step % config.eval_every_steps == 0 and validation is not None:
-                _log_eval(reporter, run, state.step, _evaluate(head, tokenizer, template, validation, config,
-                                                               accelerator))
+                    run.log(
+                        {"train/loss": mean_loss, "train/grad_norm": float(grad_norm), "train/lr": lr[-1]},
+                        step=state.step,
+                    )
+            if (
+                config.eval_every_steps
+                and state.step % config.eval_every_steps == 0
+                and validation is not None
+            ):
+                _log_eval(
+                    reporter,
+                    run,
+                    state.step,
+                    _evaluate(head, tokenizer, template, validation, config, accelerator),
+                )
             if config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0:
-                checkpointing.save(work_dir, step=state.step, model=model, masters=masters, optimizer=optimizer,
-                                   scheduler=scheduler, state=state.__dict__, process_index=accelerator.process_index,
-                                   is_main_process=is_main, barrier=accelerator.wait_for_everyone)
+                checkpointing.save(
+                    work_dir,
+                    step=state.step,
+                    model=model,
+                    masters=masters,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    state=state.__dict__,
+                    process_index=accelerator.process_index,
+                    is_main_process=is_main,
+                    barrier=accelerator.wait_for_everyone,
+                )
         progress.close()
 
-        scores = _evaluate(head, tokenizer, template, validation, config, accelerator) if validation is not None else {}
+        scores = (
+            _evaluate(head, tokenizer, template, validation, config, accelerator)
+            if validation is not None
+            else {}
+        )
         metrics = _metrics(config, state, encoded, scores, accelerator, wall_start)
         if is_main:
             with atomic_directory(output_dir) as tmp:
                 accelerator.unwrap_model(head).model.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
                 (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-                write_manifest(tmp, config=config_to_dict(config), inputs=_input_versions(config),
-                               extra={"kind": "lora_adapter"})
+                write_manifest(
+                    tmp,
+                    config=config_to_dict(config),
+                    inputs=_input_versions(config),
+                    extra={"kind": "lora_adapter"},
+                )
             checkpointing.clear(work_dir)
             if run is not None:
                 metrics["wandb_url"] = run.get_url() or ""
@@ -290,13 +342,25 @@ def _feature(input_ids: list[int], target: Any, label: str) -> dict[str, Any]:
     return {"input_ids": input_ids, "teacher_logits": [float(t) for t in target]}
 
 
-def _evaluate(head: torch.nn.Module, tokenizer: Any, template: PromptTemplate, validation: Any,
-              config: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
+def _evaluate(
+    head: torch.nn.Module,
+    tokenizer: Any,
+    template: PromptTemplate,
+    validation: Any,
+    config: TrainConfig,
+    accelerator: Accelerator,
+) -> dict[str, float]:
     rows = validation if not config.max_validation_rows else validation.iloc[: config.max_validation_rows]
     head.eval()
     scores = evaluate_pairs(
-        accelerator.unwrap_model(head), tokenizer, template, rows, max_length=config.max_length,
-        rebalance=config.rebalance_truncation, batch_size=config.eval_batch_size, device=accelerator.device,
+        accelerator.unwrap_model(head),
+        tokenizer,
+        template,
+        rows,
+        max_length=config.max_length,
+        rebalance=config.rebalance_truncation,
+        batch_size=config.eval_batch_size,
+        device=accelerator.device,
     )
     head.train()
     return scores
@@ -308,10 +372,19 @@ def _log_eval(reporter: Any, run: Any, step: int, scores: dict[str, float]) -> N
         run.log({f"val/{k}": v for k, v in scores.items()}, step=step)
 
 
-def _metrics(config: TrainConfig, state: TrainState, encoded: Any, scores: dict[str, float],
-             accelerator: Accelerator, wall_start: float) -> dict[str, Any]:
-    tokens, seconds = ((state.timed_tokens, state.timed_seconds) if state.timed_seconds > 0
-                       else (state.tokens_processed, state.train_seconds))
+def _metrics(
+    config: TrainConfig,
+    state: TrainState,
+    encoded: Any,
+    scores: dict[str, float],
+    accelerator: Accelerator,
+    wall_start: float,
+) -> dict[str, Any]:
+    tokens, seconds = (
+        (state.timed_tokens, state.timed_seconds)
+        if state.timed_seconds > 0
+        else (state.tokens_processed, state.train_seconds)
+    )
     tokens_per_second = tokens * accelerator.num_processes / max(seconds, 1e-9)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
     return {
@@ -334,8 +407,11 @@ def _materialization_metadata(metrics: dict[str, Any], output_dir: Path) -> dict
     from arena_assets.ranker.plots import loss_curve_markdown
 
     numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    metadata: dict[str, Any] = {**numbers, "adapter_dir": path_value(output_dir),
-                                "loss_curve": md(loss_curve_markdown(metrics["train_loss_curve"]))}
+    metadata: dict[str, Any] = {
+        **numbers,
+        "adapter_dir": path_value(output_dir),
+        "loss_curve": md(loss_curve_markdown(metrics["train_loss_curve"])),
+    }
     if metrics.get("wandb_url"):
         metadata["wandb_url"] = {"raw_value": metrics["wandb_url"], "type": "url"}
     return metadata
@@ -355,12 +431,18 @@ def _start_wandb(config: TrainConfig, is_main: bool) -> Any:
         return None
     import wandb  # the API key comes from the environment (WANDB_API_KEY), never from the config
 
-    return wandb.init(project=config.wandb_project, mode=config.wandb_mode, config=config_to_dict(config),
-                      name=config.wandb_run_name or None)
+    return wandb.init(
+        project=config.wandb_project,
+        mode=config.wandb_mode,
+        config=config_to_dict(config),
+        name=config.wandb_run_name or None,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="TrainConfig as JSON or YAML")
     args = parser.parse_args(argv)
     train(load_config(TrainConfig, args.config))
