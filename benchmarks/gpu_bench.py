@@ -82,7 +82,22 @@ def write_14b_dir(work: Path) -> Path:
 def long_pairs(work: Path, rows: int, *, swaps: bool) -> Path:
     """Pairs long enough that every judge prompt fills max_length (middle cut applies)."""
     rng = np.random.default_rng(0)
-    words = np.array(["the", "model", "answers", "questions", "about", "science", "history", "code", "travel", "food", "music", "sport"])
+    words = np.array(
+        [
+            "the",
+            "model",
+            "answers",
+            "questions",
+            "about",
+            "science",
+            "history",
+            "code",
+            "travel",
+            "food",
+            "music",
+            "sport",
+        ]
+    )
     text = lambda n: " ".join(rng.choice(words, n))  # noqa: E731
     frame = pd.DataFrame(
         {
