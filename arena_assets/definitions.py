@@ -35,9 +35,6 @@ defs = dg.Definitions(
     sensors=[rebuild_stale_assets_sensor],
     resources={
         "settings": ArenaSettingsResource(),
-        "launcher": AccelerateLauncher(
-            num_processes=_settings.num_processes,
-            mixed_precision="no",
-        ),
+        "launcher": AccelerateLauncher(num_processes=_settings.num_processes),
     },
 )

@@ -6,7 +6,6 @@ import os
 import re
 import shlex
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,6 @@ _WRAPPER_ERRORS = ("CalledProcessError", "ChildFailedError")
 # `ValueError: ...`, also as torchrun prefixes it (`[rank0]: ValueError: ...`).
 _EXCEPTION_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?"
                              r"([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\w*)(?::|$)")
-
-
-class MixedPrecision(StrEnum):
-    """accelerate's --mixed_precision (an Enum because Dagster config has no Literal type)."""
-
-    no = "no"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 class ArenaSettingsResource(dg.ConfigurableResource):
@@ -57,8 +48,7 @@ class AccelerateLauncher(dg.ConfigurableResource):
 
     num_processes: int = Field(1, ge=1, description="Processes (GPUs) on this machine.")
     accelerate_config_file: str | None = Field(
-        None, description="accelerate yaml (DDP/FSDP/DeepSpeed); replaces the process and precision flags.")
-    mixed_precision: MixedPrecision = Field(MixedPrecision.no, description="bf16 on GPUs; no on CPU.")
+        None, description="accelerate yaml (DDP/FSDP/DeepSpeed); replaces the process flags.")
     visible_devices: str | None = Field(None, description="CUDA_VISIBLE_DEVICES for the child, e.g. '0,1'.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for every rank.")
     use_accelerate: bool = Field(True, description="False: plain `python -m module` (debugging).")
@@ -82,8 +72,10 @@ class AccelerateLauncher(dg.ConfigurableResource):
             cmd += ["--config_file", self.accelerate_config_file]
         else:
             # Every value accelerate would otherwise default with a warning (no prompts: stdin is closed).
+            # Precision is the ranker's own `precision` field (its entry points pin
+            # Accelerator(mixed_precision="no")), so the launcher has no precision setting to offer.
             cmd += ["--num_processes", str(self.num_processes), "--num_machines", "1",
-                    "--mixed_precision", MixedPrecision(self.mixed_precision).value, "--dynamo_backend", "no",
+                    "--mixed_precision", "no", "--dynamo_backend", "no",
                     # Without it accelerate exports OMP_NUM_THREADS=1: one core per rank on CPU.
                     "--num_cpu_threads_per_process", str(max(1, _cpu_count() // self.num_processes))]
             if self.num_processes > 1:

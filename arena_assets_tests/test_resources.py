@@ -77,17 +77,17 @@ def test_command_passes_every_flag_accelerate_would_warn_about() -> None:
 
 
 def test_command_for_several_processes_uses_torchrun_with_port() -> None:
-    launcher = AccelerateLauncher(num_processes=4, mixed_precision="bf16", main_process_port=0)
+    launcher = AccelerateLauncher(num_processes=4, main_process_port=0)
     cmd = launcher.command(module="m", config_path=Path("c.json"))
     assert cmd[cmd.index("--num_processes") + 1] == "4"
-    assert cmd[cmd.index("--mixed_precision") + 1] == "bf16"
+    # The ranker's `precision` field decides the compute dtype; accelerate adds no autocast.
+    assert cmd[cmd.index("--mixed_precision") + 1] == "no"
     assert "--multi_gpu" in cmd
     assert cmd[-6:] == ["--main_process_port", "0", "-m", "m", "--config", "c.json"]
 
 
-def test_accelerate_config_file_replaces_process_and_precision_flags() -> None:
-    launcher = AccelerateLauncher(num_processes=8, mixed_precision="bf16",
-                                  accelerate_config_file="/cfg/fsdp.yaml")
+def test_accelerate_config_file_replaces_the_process_flags() -> None:
+    launcher = AccelerateLauncher(num_processes=8, accelerate_config_file="/cfg/fsdp.yaml")
     assert launcher.command(module="m", config_path=Path("c")) == [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", "/cfg/fsdp.yaml",
         "-m", "m", "--config", "c"]

@@ -55,7 +55,7 @@ def demo_resources(project: Path, artifact_root: Path) -> dict[str, Any]:
     """The resources a whole-graph run needs, on the CPU."""
     return {
         "settings": settings_resource(project, artifact_root),
-        "launcher": AccelerateLauncher(cpu=True, mixed_precision="no"),
+        "launcher": AccelerateLauncher(cpu=True),
     }
 
 
