@@ -2,8 +2,12 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-# CPU build by default; a GPU user sets e.g. TORCH_SPEC='torch==2.11.0' (or installs torch first).
+# torch is installed first, from TORCH_SPEC and, when set, TORCH_INDEX (pip options naming an index).
+# Where the local pip configuration offers a CPU build of 2.13.0 (this project's CI), the default takes it;
+# on an ordinary Linux machine the same spec downloads the CUDA build. CPU-only machines pass
+# TORCH_INDEX='--index-url https://download.pytorch.org/whl/cpu' (README, Quick start).
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 BIN := $(VENV)/bin
 
@@ -12,7 +16,7 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from arena_assets.assets.raw import RAW_SOURCES, file_key
+from arena_assets.assets.data import RAW_SOURCES
 
 OBSERVE_CRON = "*/5 * * * *"
 
@@ -14,7 +14,7 @@ REBUILD_WHEN_STALE = dg.AutomationCondition.eager() & dg.AutomationCondition.all
 
 observe_raw_files_job = dg.define_asset_job(
     "observe_raw_files",
-    selection=dg.AssetSelection.assets(*[file_key(s) for s in RAW_SOURCES]),
+    selection=dg.AssetSelection.assets(*[s.file_key for s in RAW_SOURCES]),
     description="Hash the raw input files; a changed hash marks everything downstream stale.",
 )
 

@@ -74,6 +74,7 @@ def cmd_build_demo(args: argparse.Namespace) -> int:
 
 def cmd_where(args: argparse.Namespace) -> int:
     """Print the profile, its paths, and each asset's artifact directory with its state."""
+    from arena_assets.assets import layout
     from arena_assets.settings import load_settings
 
     settings = load_settings()
@@ -84,14 +85,18 @@ def cmd_where(args: argparse.Namespace) -> int:
     print(f"artifacts      {settings.artifact_root}")
     if settings.artifact_root.is_dir():
         for directory in sorted(
-            p for p in settings.artifact_root.iterdir() if p.is_dir() and ".tmp-" not in p.name
+            p for p in settings.artifact_root.iterdir() if p.is_dir() and layout.TMP_MARK not in p.name
         ):
-            done = (directory / "manifest.json").is_file() or any(directory.glob("*/manifest.json"))
+            done = any(directory.glob(layout.MANIFEST_NAME)) or any(
+                directory.glob(f"*/{layout.MANIFEST_NAME}")
+            )
             print(f"  {directory.name:<24} {'done' if done else 'unfinished'}  {directory}")
-    for name in ("submission/submission.csv", "evaluation/report.json"):
-        path = settings.artifact_root / name
+    for name, path in (
+        ("submission", layout.submission_path(settings)),
+        ("evaluation", layout.report_path(settings)),
+    ):
         if path.is_file():
-            print(f"{name.split('/')[0]:<15}{path}")
+            print(f"{name:<15}{path}")
     print("UI             make dev, then http://127.0.0.1:3000 (DAGSTER_HOME=.dagster_home)")
     return EXIT_OK
 

@@ -1,13 +1,10 @@
-"""The one Definitions: assets by domain, checks, resources, automation."""
+"""The one Definitions: each pipeline stage's assets and checks, the resources, the automation."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from arena_assets.assets.datasets import datasets
-from arena_assets.assets.raw import raw_datasets, raw_files
-from arena_assets.assets.scoring import scoring_assets
-from arena_assets.assets.training import training_assets
+from arena_assets.assets import data, evaluation, stage1, stage2
 from arena_assets.automation import (
     REBUILD_WHEN_STALE,
     full_pipeline_job,
@@ -15,26 +12,26 @@ from arena_assets.automation import (
     observe_raw_files_schedule,
     rebuild_stale_assets_sensor,
 )
-from arena_assets.checks import asset_checks
 from arena_assets.resources import AccelerateLauncher, ArenaSettingsResource
-from arena_assets.settings import load_settings
 
-_settings = load_settings()
+# data:       raw_files (observed), wsdm_train, wsdm_test, lmsys_55k, lmsys_33k, open_model_pairs,
+#             hard_label_set
+# stage1:     stage1_adapter, merged_stage1_model, open_model_soft_logits
+# stage2:     stage2_dataset, stage2_adapter, final_model
+# evaluation: evaluation, submission
+STAGES = (data, stage1, stage2, evaluation)
 
 defs = dg.Definitions(
     assets=[
-        raw_files,
+        data.raw_files,
         *dg.map_asset_specs(
             lambda spec: spec.replace_attributes(automation_condition=REBUILD_WHEN_STALE),
-            [*raw_datasets, *datasets, *training_assets, *scoring_assets],
+            [asset for stage in STAGES for asset in stage.ASSETS if asset is not data.raw_files],
         ),
     ],
-    asset_checks=asset_checks,
+    asset_checks=[check for stage in STAGES for check in stage.CHECKS],
     jobs=[full_pipeline_job, observe_raw_files_job],
     schedules=[observe_raw_files_schedule],
     sensors=[rebuild_stale_assets_sensor],
-    resources={
-        "settings": ArenaSettingsResource(),
-        "launcher": AccelerateLauncher(num_processes=_settings.num_processes),
-    },
+    resources={"settings": ArenaSettingsResource(), "launcher": AccelerateLauncher()},
 )

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter
 from dataclasses import dataclass
 
 import pandas as pd
 
-from arena_assets.ranker.data import interleave_swaps
+from arena_assets.ranker.data import interleave_swaps, normalise
 from arena_assets.readers.schema import CANONICAL_COLUMNS, DropReason
-
-_SPACE = re.compile(r"\s+")
 
 
 @dataclass
@@ -23,11 +20,6 @@ class HardLabelSet:
     validation: pd.DataFrame
     drops: Counter[str]
     rows_in: int
-
-
-def normalise(text: pd.Series) -> pd.Series:
-    """Lower-cased, whitespace-collapsed text: the key for duplicates and for the split."""
-    return text.fillna("").astype(str).str.lower().map(lambda s: _SPACE.sub(" ", s).strip())
 
 
 def validation_bucket(prompt_key: str, seed: int) -> float:

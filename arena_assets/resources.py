@@ -7,7 +7,6 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -30,8 +29,7 @@ class ArenaSettingsResource(dg.ConfigurableResource):
     backbone: str | None = Field(None, description="Hugging Face model directory of the backbone.")
     raw_dir: str | None = Field(None, description="Root of the raw files.")
     artifact_root: str | None = Field(None, description="Each asset writes under <artifact_root>/<asset>/.")
-    max_length: int | None = Field(None, description="Token budget of one judge prompt.")
-    num_processes: int | None = Field(None, description="Processes per GPU step.")
+    max_length: int | None = Field(None, description="Token budget of one judge prompt, for every step.")
 
     def settings(self) -> Settings:
         """The Settings with this resource's non-empty fields as overrides."""
@@ -46,7 +44,8 @@ class AccelerateLauncher(dg.ConfigurableResource):
     SIGTERM, then SIGKILL after `termination_grace_seconds` (see arena_assets/process_group.py).
     """
 
-    num_processes: int = Field(1, ge=1, description="Processes (GPUs) on this machine.")
+    num_processes: int | None = Field(
+        None, ge=1, description="Processes (GPUs) per step; unset: ARENA_NUM_PROCESSES, else 1.")
     accelerate_config_file: str | None = Field(
         None, description="accelerate yaml (DDP/FSDP/DeepSpeed); replaces the process flags.")
     visible_devices: str | None = Field(None, description="CUDA_VISIBLE_DEVICES for the child, e.g. '0,1'.")
@@ -64,6 +63,7 @@ class AccelerateLauncher(dg.ConfigurableResource):
             config_path: The entry point's config file.
         """
         entry = ["-m", module, "--config", str(config_path)]
+        processes = self.processes()
         if not self.use_accelerate:
             return [sys.executable, *entry]
         # The launcher as a module of this interpreter, so the venv's accelerate and torch run the ranks.
@@ -74,17 +74,21 @@ class AccelerateLauncher(dg.ConfigurableResource):
             # Every value accelerate would otherwise default with a warning (no prompts: stdin is closed).
             # Precision is the ranker's own `precision` field (its entry points pin
             # Accelerator(mixed_precision="no")), so the launcher has no precision setting to offer.
-            cmd += ["--num_processes", str(self.num_processes), "--num_machines", "1",
+            cmd += ["--num_processes", str(processes), "--num_machines", "1",
                     "--mixed_precision", "no", "--dynamo_backend", "no",
                     # Without it accelerate exports OMP_NUM_THREADS=1: one core per rank on CPU.
-                    "--num_cpu_threads_per_process", str(max(1, _cpu_count() // self.num_processes))]
-            if self.num_processes > 1:
+                    "--num_cpu_threads_per_process", str(max(1, _cpu_count() // processes))]
+            if processes > 1:
                 # torchrun; on CPU it needs ACCELERATE_USE_CPU too (launch_env), as accelerate 1.15 only
                 # starts CPU ranks itself through mpirun.
                 cmd.append("--multi_gpu")
         if self.main_process_port is not None:
             cmd += ["--main_process_port", str(self.main_process_port)]
         return [*cmd, *entry]
+
+    def processes(self) -> int:
+        """The process count: this resource's field, else the settings' (ARENA_NUM_PROCESSES), read now."""
+        return self.num_processes if self.num_processes is not None else load_settings().num_processes
 
     def launch_env(self) -> dict[str, str]:
         """Environment set for the child on top of ours (every rank inherits it)."""
@@ -103,20 +107,19 @@ class AccelerateLauncher(dg.ConfigurableResource):
 
         return not torch.cuda.is_available()
 
-    def run(self, *, context: dg.AssetExecutionContext, module: str, config_path: Path,
-            extras: dict[str, Any] | None = None) -> dg.PipesClientCompletedInvocation:
+    def run(self, *, context: dg.AssetExecutionContext, module: str,
+            config_path: Path) -> dg.PipesClientCompletedInvocation:
         """Run the entry point through Pipes; raises dg.Failure with the child's error on a nonzero exit.
 
         Args:
             context: The asset's execution context (receives the child's logs and results).
             module: Entry point module, e.g. `arena_assets.ranker.trainer`.
             config_path: The entry point's config file.
-            extras: JSON-serialisable values the child reads as `reporter.extras`.
         """
         cmd = self.command(module=module, config_path=config_path)
         context.log.info(f"launching {shlex.join(cmd)}")
         with dg.open_pipes_session(context=context, context_injector=dg.PipesTempFileContextInjector(),
-                                   message_reader=dg.PipesTempFileMessageReader(), extras=extras) as session:
+                                   message_reader=dg.PipesTempFileMessageReader()) as session:
             env = {**os.environ, **self.launch_env(), **session.get_bootstrap_env_vars()}
             with SessionProcess(cmd, env=env, grace_seconds=self.termination_grace_seconds) as child:
                 try:
@@ -138,17 +141,16 @@ class AccelerateLauncher(dg.ConfigurableResource):
                 )
         return dg.PipesClientCompletedInvocation(session)
 
-    def materialize(self, *, context: dg.AssetExecutionContext, module: str, config_path: Path,
-                    extras: dict[str, Any] | None = None) -> dg.MaterializeResult:
+    def materialize(self, *, context: dg.AssetExecutionContext, module: str,
+                    config_path: Path) -> dg.MaterializeResult:
         """Run the entry point; its rank 0 must report the materialization, exit code 0 alone is not enough.
 
         Args:
             context: The asset's execution context.
             module: Entry point module, e.g. `arena_assets.ranker.trainer`.
             config_path: The entry point's config file.
-            extras: JSON-serialisable values the child reads as `reporter.extras`.
         """
-        invocation = self.run(context=context, module=module, config_path=config_path, extras=extras)
+        invocation = self.run(context=context, module=module, config_path=config_path)
         # Implicit materialization would count a child that exited 0 without reporting (dagster #17868).
         results = invocation.get_results(implicit_materializations=False)
         if not any(isinstance(result, dg.MaterializeResult) for result in results):

@@ -107,6 +107,18 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@pytest.fixture(scope="session")
+def demo_run(demo_project: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The whole graph, every asset and check, materialized once per session with the demo recipe.
+
+    The tests of the trained models (stage 1 learned, stage 2 not worse, merge parity, soft labels) read
+    this one run: training the tiny model twice more would cost minutes of the suite.
+    """
+    from arena_assets_tests.demo_graph import run_demo_graph
+
+    return run_demo_graph(demo_project, tmp_path_factory.mktemp("demo_run") / "artifacts")
+
+
 @pytest.fixture
 def demo_settings(demo_project: Path, tmp_path: Path):
     """Demo-profile Settings on the shared embedded default, with a fresh artifact root per test."""

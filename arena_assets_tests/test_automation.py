@@ -116,6 +116,7 @@ def test_failed_blocking_check_holds_back_stage1(graph: dg.AssetGraph) -> None:
         # label_balance_within_bounds only warns: it does not hold anything back.
         _hard_label_set_built(instance, graph, failed={"label_balance_within_bounds"})
         tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
-        # stage1_adapter, and the merge in the same run; stage2_dataset and evaluation also read the
-        # hard-label set but wait for the blocking checks of their other parents (none recorded here).
-        assert requested(tick, graph) == {"stage1_adapter", "merged_stage1_model"}
+        # stage1_adapter, the merge and the scoring in the same run (the merge's parity check is its own,
+        # so a failed parity stops that run before the scoring); stage2_dataset and evaluation also read
+        # the hard-label set but wait for the blocking checks of their other parents (none recorded here).
+        assert requested(tick, graph) == {"stage1_adapter", "merged_stage1_model", "open_model_soft_logits"}

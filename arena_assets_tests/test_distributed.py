@@ -34,12 +34,14 @@ from transformers import AutoTokenizer
 
 from arena_assets.hard_labels import build_hard_label_set
 from arena_assets.ranker import trainer
+from arena_assets.ranker.artifacts import LOGIT_COLUMNS
 from arena_assets.ranker.collate import shard_batches
 from arena_assets.ranker.config import LORA_TARGETS, ScoreConfig, TrainConfig, save_config
 from arena_assets.ranker.data import encode_frame, read_pairs
-from arena_assets.ranker.modeling import LetterHead, load_backbone
+from arena_assets.ranker.head import LetterHead
+from arena_assets.ranker.modeling import load_backbone
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
-from arena_assets.ranker.scorer import LOGIT_COLUMNS, score
+from arena_assets.ranker.scorer import score
 from arena_assets.ranker.trainer import plan_steps, train
 from arena_assets.readers import read_source
 from arena_assets.resources import AccelerateLauncher
@@ -282,7 +284,7 @@ def test_two_processes_score_each_row_once_like_one(dist_data: DistData, tmp_pat
 
     shard_count = -(-SCORE_ROWS // ROWS_PER_SHARD)
     ids = pd.read_parquet(dist_data.score)["id"].astype(str).tolist()
-    shard_dir = Path(two.output_dir) / "shards"
+    shard_dir = Path(two.output_dir + ".work")
     shards = [pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(shard_count)]
     assert [row for shard in shards for row in shard["id"]] == ids  # each row in exactly one shard, in order
     # Rank 0 logs only its own shards (k = 0, 2, 4, 6): rank 1 scored the others.

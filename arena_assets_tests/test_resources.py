@@ -17,7 +17,6 @@ from arena_assets.resources import AccelerateLauncher, ArenaSettingsResource, _f
 from arena_assets_tests.fixtures.pipes_child import CHECK_NAME, CHILD_ERROR
 from arena_assets_tests.fixtures.pipes_job import (
     CHILD_MODULE,
-    EXTRAS,
     REPO_ROOT,
     cpu_launcher,
     materialize_child,
@@ -111,7 +110,16 @@ def test_settings_resource_overrides_only_what_it_sets(monkeypatch: pytest.Monke
     settings = ArenaSettingsResource(max_length=128, artifact_root="/tmp/arts").settings()
     assert (settings.profile, settings.max_length, settings.seed) == ("demo", 128, 7)
     assert settings.artifact_root == Path("/tmp/arts")
-    assert ArenaSettingsResource(profile="qwen14b").settings().max_length == 4096
+    # Unset: the qwen14b profile changes no size, so its steps take the ranker defaults.
+    assert ArenaSettingsResource(profile="qwen14b").settings().max_length is None
+
+
+def test_launcher_reads_the_process_count_when_it_launches(monkeypatch: pytest.MonkeyPatch) -> None:
+    launcher = AccelerateLauncher(cpu=True)  # as definitions.py builds it, at import time
+    monkeypatch.setenv("ARENA_NUM_PROCESSES", "3")
+    cmd = launcher.command(module="m", config_path=Path("c"))
+    assert cmd[cmd.index("--num_processes") + 1] == "3"
+    assert AccelerateLauncher(num_processes=2).processes() == 2  # the resource's own field wins
 
 
 def test_failure_headline_is_the_rank_exception_not_the_launcher_wrapper() -> None:
@@ -198,7 +206,6 @@ def test_accelerate_child_materializes_with_its_metadata(tmp_path: Path) -> None
     [materialization] = result.asset_materializations_for_node("child_asset")
     assert materialization.metadata["rows"] == dg.IntMetadataValue(3)
     assert materialization.metadata["world_size"] == dg.IntMetadataValue(1)
-    assert materialization.metadata["extras_seen"] == dg.MetadataValue.json(EXTRAS)
 
 
 @pytest.mark.slow

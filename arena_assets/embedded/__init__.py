@@ -17,13 +17,14 @@ from typing import Any
 
 import pandas as pd
 
-from arena_assets.embedded.sample_data import GENERATOR_VERSION, preference_rule_label
+from arena_assets.embedded.sample_data import preference_rule_label
 from arena_assets.embedded.sources import OPEN_VERSIONS, SampleData, generate_sample_data
-from arena_assets.ranker.artifacts import atomic_write_text, file_sha256
+from arena_assets.ranker.artifacts import atomic_write_text, file_sha256, source_version
 from arena_assets.ranker.prompt import ANSWER_PREFIX, SYSTEM_PROMPT, TRUNCATION_MARKER, USER_TEMPLATE
 from arena_assets.settings import Settings
 
 __all__ = [
+    "GENERATOR_VERSION",
     "STAMP_NAME",
     "EmbeddedDefault",
     "build_embedded_default",
@@ -34,6 +35,11 @@ __all__ = [
 ]
 
 STAMP_NAME = "embedded_default.json"  # in raw_dir, and in the backbone directory
+# The generator's own source: any change to a knob, a word list or the text generator regenerates the files
+# (and the backbone, whose tokenizer is trained on them).
+GENERATOR_VERSION = source_version(
+    *(Path(__file__).with_name(name) for name in ("sample_data.py", "vocab.py", "pairs.py", "sources.py"))
+)
 # The judge prompt's fixed text appears once per training row, so the tokenizer should see it about as
 # often; then its words become whole tokens and the fixed text stays short at max_length 384.
 JUDGE_TEXT_REPEATS = 500
@@ -148,7 +154,7 @@ def write_sample_data(data: SampleData, settings: Settings, *, force: bool = Fal
     _refuse_foreign_files(settings, force=force)
     paths = sample_file_paths(settings)
     rel = {key: path.relative_to(settings.raw_dir).as_posix() for key, path in paths.items()}
-    base = {"generator_version": GENERATOR_VERSION, "seed": settings.seed}
+    base = {"generator_version": GENERATOR_VERSION, "seed": settings.data_seed}
     # Listed before writing, so files of an interrupted run still count as ours next time.
     pending = {**old.get("files", {}), **dict.fromkeys(rel.values())}
     atomic_write_text(stamp_path, json.dumps({**base, "status": "writing", "files": pending}, indent=2))
@@ -174,7 +180,7 @@ def build_embedded_default(settings: Settings, *, force: bool = False) -> Embedd
     stamp_path = settings.raw_dir / STAMP_NAME
     backbone_stamp_path = settings.backbone / STAMP_NAME
     stamp = _read_stamp(stamp_path)
-    wanted = {"generator_version": GENERATOR_VERSION, "seed": settings.seed}
+    wanted = {"generator_version": GENERATOR_VERSION, "seed": settings.data_seed}
     data_current = (
         not force
         and stamp.get("status") == "complete"
@@ -186,7 +192,7 @@ def build_embedded_default(settings: Settings, *, force: bool = False) -> Embedd
     _refuse_foreign_backbone(settings, force=force)
     data = None
     if not data_current:
-        data = generate_sample_data(settings.seed)
+        data = generate_sample_data(settings.data_seed)
         write_sample_data(data, settings, force=force)
         stamp = _read_stamp(stamp_path)
 
@@ -196,9 +202,9 @@ def build_embedded_default(settings: Settings, *, force: bool = False) -> Embedd
         # Imported here: torch and transformers take seconds to load, and the data side needs neither.
         from arena_assets.embedded.tiny_model import build_tiny_backbone
 
-        data = data or generate_sample_data(settings.seed)
+        data = data or generate_sample_data(settings.data_seed)
         corpus = [*data.corpus, *[judge_prompt_text()] * JUDGE_TEXT_REPEATS]
-        build_tiny_backbone(settings.backbone, corpus, seed=settings.seed)
+        build_tiny_backbone(settings.backbone, corpus, seed=settings.data_seed)
         atomic_write_text(
             backbone_stamp_path,
             json.dumps({**wanted, "corpus_sha256": _corpus_sha256(data.corpus)}, indent=2),

@@ -13,8 +13,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-MANIFEST_NAME = "manifest.json"
-_TMP_MARK = ".tmp-"
+# Files the entry points write into their output directories.
+MANIFEST_NAME = "manifest.json"  # every artifact: config, its hash, code version, input versions
+METRICS_NAME = "metrics.json"  # trainer and scorer: the figures they reported
+PARITY_NAME = "parity.json"  # merger: the probe comparison of merged and adapter model
+LOGITS_NAME = "logits.parquet"  # scorer: id and the letter logits of both orders, these columns:
+LOGIT_COLUMNS = ("a_logit", "b_logit", "a_logit_swapped", "b_logit_swapped")
+STAGE2_NAME = "stage2.parquet"  # soft_labels: the stage-2 training rows
+REPORT_NAME = "report.json"  # evaluation: metrics overall, per language, per source
+SUBMISSION_NAME = "submission.csv"  # Kaggle format: id,winner
+TMP_MARK = ".tmp-"  # a sibling being written; never a finished artifact
 
 
 @contextmanager
@@ -25,9 +33,9 @@ def atomic_directory(final_dir: Path) -> Iterator[Path]:
     """
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final_dir.parent.glob(f"{final_dir.name}{_TMP_MARK}*"):
+    for stale in final_dir.parent.glob(f"{final_dir.name}{TMP_MARK}*"):
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = final_dir.parent / f"{final_dir.name}{_TMP_MARK}{os.getpid()}-{time.time_ns()}"
+    tmp = final_dir.parent / f"{final_dir.name}{TMP_MARK}{os.getpid()}-{time.time_ns()}"
     tmp.mkdir()
     try:
         yield tmp
@@ -35,7 +43,7 @@ def atomic_directory(final_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final_dir.exists():
-        old = final_dir.parent / f"{final_dir.name}{_TMP_MARK}old-{time.time_ns()}"
+        old = final_dir.parent / f"{final_dir.name}{TMP_MARK}old-{time.time_ns()}"
         final_dir.rename(old)
         tmp.rename(final_dir)
         shutil.rmtree(old, ignore_errors=True)
@@ -47,7 +55,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}")
+    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -56,7 +64,7 @@ def atomic_write_parquet(frame: Any, path: Path) -> None:
     """Write a pandas frame to parquet through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}")
+    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
 
@@ -68,6 +76,44 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def model_identity(directory: str | Path) -> str:
+    """A short id of a model or adapter directory that changes when its contents do.
+
+    This project's artifacts carry a manifest (their config and inputs), so its hash names them. Any other
+    model directory (a downloaded backbone) is named by its config.json and its files' names and sizes:
+    hashing tens of GB of weights on every run would cost minutes.
+    """
+    directory = Path(directory)
+    manifest = directory / MANIFEST_NAME
+    if manifest.is_file():
+        return file_sha256(manifest)[:16]
+    digest = hashlib.sha256()
+    config = directory / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    for path in sorted(p for p in directory.iterdir() if p.is_file()) if directory.is_dir() else ():
+        digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def source_version(*paths: Path) -> str:
+    """A short hash of Python source: the files given, and every .py file under the directories given."""
+    digest = hashlib.sha256()
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else Path(p).rglob("*.py")))
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+RANKER_DIR = Path(__file__).resolve().parent
+
+
+def ranker_code_version() -> str:
+    """The version of the ranker's code: a hash of its modules' source."""
+    return source_version(RANKER_DIR)
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -105,16 +151,6 @@ def write_manifest(
     }
     atomic_write_text(Path(directory) / MANIFEST_NAME, json.dumps(manifest, indent=2, default=str))
     return manifest
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """The manifest of a finished artifact directory; a missing one means the artifact is not finished."""
-    path = Path(directory) / MANIFEST_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{directory} has no {MANIFEST_NAME}: it is not a finished artifact. Rebuild it."
-        )
-    return json.loads(path.read_text())
 
 
 def directory_size_bytes(directory: Path) -> int:

@@ -1,7 +1,9 @@
 """Training checkpoints that a killed run resumes from: adapter weights, optimizer, scheduler, RNG, step.
 
-Layout: `<work_dir>/checkpoint-<step>/` holding `rng-<rank>.pt` from every rank, then `trainer.pt` and,
-written last, `state.json`. A directory without `state.json` is unfinished and ignored.
+Layout: `<work_dir>/fingerprint.json` (what produced the checkpoints: the result-changing config, the input
+and model versions, the code, the process count), then `<work_dir>/checkpoint-<step>/` holding
+`rng-<rank>.pt` from every rank, `trainer.pt` and, written last, `state.json`. A checkpoint without
+`state.json` is unfinished and ignored; a work directory with another fingerprint is never resumed from.
 """
 
 from __future__ import annotations
@@ -16,10 +18,78 @@ from typing import Any
 import numpy as np
 import torch
 
-from arena_assets.ranker.artifacts import atomic_write_text
+from arena_assets.ranker.artifacts import atomic_write_text, file_sha256, model_identity, ranker_code_version
+from arena_assets.ranker.config import TrainConfig, config_to_dict
+
+# Config fields that never change the trained weights: a checkpoint stays valid when only these differ.
+RUNTIME_FIELDS = frozenset({
+    "output_dir", "validation_path", "max_validation_rows", "eval_every_steps", "eval_batch_size",
+    "checkpoint_every_steps", "checkpoint_every_minutes", "resume", "log_every_steps",
+    "wandb", "wandb_project", "wandb_mode", "wandb_run_name",
+})  # fmt: skip
 
 KEEP_LAST = 2
 _DONE = "state.json"
+FINGERPRINT_NAME = "fingerprint.json"
+
+
+def fingerprint(config: TrainConfig, num_processes: int) -> dict[str, Any]:
+    """What decides the trained weights: a checkpoint is resumed only under the same fingerprint."""
+    return {
+        "config": {k: v for k, v in config_to_dict(config).items() if k not in RUNTIME_FIELDS},
+        "inputs": {
+            "train": file_sha256(Path(config.train_path)),
+            "backbone": model_identity(config.backbone),
+        },
+        "code": ranker_code_version(),
+        "num_processes": num_processes,
+    }
+
+
+def claim(
+    work_dir: Path,
+    fingerprint: dict[str, Any],
+    *,
+    is_main_process: bool,
+    barrier: Callable[[], None],
+    log: Callable[[str], None],
+) -> None:
+    """Make `work_dir` this run's before anything resumes from it.
+
+    A work directory written under another fingerprint (another config, input, model, code or process
+    count) is moved aside to `<work_dir>.stale`, replacing an older one, with a log line naming what
+    differs; then this run's fingerprint is written.
+    """
+    work_dir = Path(work_dir)
+    if is_main_process:
+        path = work_dir / FINGERPRINT_NAME
+        old = json.loads(path.read_text()) if path.is_file() else None
+        if work_dir.exists() and old != fingerprint:
+            stale = work_dir.with_name(work_dir.name + ".stale")
+            shutil.rmtree(stale, ignore_errors=True)
+            work_dir.rename(stale)
+            log(
+                f"not resuming: {work_dir} was written by another run ({_differences(old, fingerprint)}); "
+                f"moved it to {stale} and starting fresh"
+            )
+        work_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(fingerprint, indent=2, sort_keys=True))
+    barrier()
+
+
+def _differences(old: dict[str, Any] | None, new: dict[str, Any], prefix: str = "") -> str:
+    """The keys whose values differ between two fingerprints, e.g. `config.lora_r 64 -> 32`."""
+    if old is None:
+        return "no fingerprint"
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _differences(a, b, f"{prefix}{key}.")
+            changes.extend([inner] if inner else [])
+        elif a != b:
+            changes.append(f"{prefix}{key} {a!r} -> {b!r}")
+    return "; ".join(changes)
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -11,7 +11,10 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+
+from arena_assets.ranker.config import TrainConfig
 
 # Keys a feature may carry besides input_ids, and the tensors they become.
 _LABEL = "label"
@@ -121,8 +124,40 @@ def _has_key(features: list[dict[str, Any]], key: str) -> bool:
     return present == len(features)
 
 
-def padding_fraction(attention_mask: torch.Tensor) -> float:
-    """Share of the [B, L] positions in `attention_mask` that are padding."""
-    if attention_mask.numel() == 0:
-        return 0.0
-    return 1.0 - float(attention_mask.sum()) / attention_mask.numel()
+def plan_steps(config: TrainConfig, lengths: np.ndarray, *, num_processes: int) -> list[list[list[int]]]:
+    """Every optimizer step as its micro-batches of row indices (a row and its swap adjacent), in order.
+
+    The steps do not depend on `num_processes`: step s holds the same global_batch_size /
+    per_device_batch_size micro-batches for any N, and process r runs micro-batches r, r+N, ... of it
+    (`shard_batches`). Epochs are joined before they are cut into steps. Only the last step can be short; it
+    keeps a multiple of N micro-batches (at most N-1 are dropped per run), since every process must run as
+    many forward passes.
+    """
+    pairs_per_batch = config.per_device_batch_size // 2
+    per_step = config.accumulation_steps(num_processes) * num_processes
+    pair_lengths = np.maximum(lengths[0::2], lengths[1::2]).tolist()
+    batches: list[list[int]] = []
+    epoch = 0
+    # epochs == 0 means "as many epochs as max_steps needs".
+    while epoch < config.epochs or (config.epochs <= 0 and len(batches) < config.max_steps * per_step):
+        epoch_batches = pair_batches(
+            pair_lengths,
+            pairs_per_batch,
+            seed=config.seed,
+            epoch=epoch,
+            group_by_length=config.group_by_length,
+        )
+        if config.epochs > 0 and epoch + 1 > config.epochs:  # a fractional last epoch
+            epoch_batches = epoch_batches[: int(len(epoch_batches) * (config.epochs - epoch))]
+        if not epoch_batches:
+            break
+        batches.extend(pair_rows(b) for b in epoch_batches)
+        epoch += 1
+    steps = [batches[start : start + per_step] for start in range(0, len(batches), per_step)]
+    if steps:
+        steps[-1] = steps[-1][: len(steps[-1]) // num_processes * num_processes]
+        if not steps[-1]:
+            steps.pop()
+    if batches and not steps:
+        raise ValueError(f"{len(batches)} micro-batches cannot be shared among {num_processes} processes")
+    return steps

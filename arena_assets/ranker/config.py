@@ -59,7 +59,8 @@ class TrainConfig:
     adapter_compute_dtype: bool = True  # LoRA matmuls in the compute dtype, fp32 master weights
     use_liger: Literal["auto", "on", "off"] = "auto"  # liger-kernel RMSNorm/SwiGLU/RoPE when installed
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
-    checkpoint_every_steps: int = 0  # 0: no intermediate checkpoints
+    checkpoint_every_steps: int = 0  # 0: no checkpoints by step count
+    checkpoint_every_minutes: float = 0.0  # 0: none by time; several processes follow rank 0's clock
     eval_every_steps: int = 0  # 0: validate only at the end
     eval_batch_size: int = 16
     max_validation_rows: int = 0  # 0: all
@@ -88,6 +89,7 @@ class TrainConfig:
         _require(self.epochs > 0 or self.max_steps > 0, "set epochs > 0 or max_steps > 0")
         _require(self.epochs >= 0, "epochs must not be negative")
         _require(self.temperature > 0, "temperature must be positive")
+        _require(self.checkpoint_every_minutes >= 0, "checkpoint_every_minutes must not be negative")
 
     def accumulation_steps(self, num_processes: int) -> int:
         """Micro-batches per optimizer step on each process."""
@@ -147,7 +149,8 @@ class Stage2DatasetConfig:
     hard_label_train_path: str = ""
     soft_logits_path: str = ""  # scorer output for the open-model pairs
     open_pairs_path: str = ""  # canonical open-model pairs (prompt and responses)
-    output_path: str = ""
+    validation_path: str = ""  # open-model pairs whose prompt is in this split are left out (leakage)
+    output_dir: str = ""  # writes stage2.parquet and manifest.json
     human_label_confidence: float = 0.95
 
     def __post_init__(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import numpy as np
 import pandas as pd
 
 from arena_assets.ranker.prompt import PromptTemplate
+from arena_assets.readers.schema import WINNERS
 
 PAIR_COLUMNS: tuple[str, ...] = ("prompt", "response_a", "response_b")
+_SPACE = re.compile(r"\s+")
 
 
 @dataclass
@@ -37,6 +40,11 @@ class EncodedRows:
             "tokens_max": float(self.full_lengths.max()),
             "truncation_rate": float(self.truncated.mean()),
         }
+
+
+def normalise(text: pd.Series) -> pd.Series:
+    """Lower-cased, whitespace-collapsed text: the key for duplicates, the split and leakage."""
+    return text.fillna("").astype(str).str.lower().map(lambda s: _SPACE.sub(" ", s).strip())
 
 
 def read_pairs(path: str | Path, required: tuple[str, ...] = PAIR_COLUMNS) -> pd.DataFrame:
@@ -99,7 +107,7 @@ def encode_frame(
 def hard_labels(frame: pd.DataFrame, path: str | Path = "<frame>") -> np.ndarray:
     """0 where response A won, 1 where B won; every row must have a winner."""
     winners = frame["winner"]
-    bad = ~winners.isin(["model_a", "model_b"])
+    bad = ~winners.isin(WINNERS)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise ValueError(
@@ -108,27 +116,65 @@ def hard_labels(frame: pd.DataFrame, path: str | Path = "<frame>") -> np.ndarray
     return (winners == "model_b").to_numpy().astype(np.int64)
 
 
+def teacher_logit_array(frame: pd.DataFrame) -> np.ndarray:
+    """The `teacher_logits` column as [N, 2] float64 (NaN where a row does not hold two numbers)."""
+    def two(value: object) -> np.ndarray:
+        array = np.asarray(value, dtype=np.float64).reshape(-1)
+        return array if array.shape == (2,) else np.full(2, np.nan)
+
+    if len(frame) == 0:
+        return np.zeros((0, 2))
+    return np.stack(frame["teacher_logits"].map(two).to_list())
+
+
+def nonfinite_teacher_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Bool [N]: rows whose teacher logits are not two finite numbers."""
+    return ~np.isfinite(teacher_logit_array(frame)).all(axis=1)
+
+
 def teacher_logits(frame: pd.DataFrame, path: str | Path = "<frame>") -> np.ndarray:
     """Teacher logits [N, 2] from the `teacher_logits` column; every value must be finite."""
     if "teacher_logits" not in frame.columns:
         raise ValueError(f"{path}: soft-label training needs a 'teacher_logits' column (the stage-2 dataset)")
-    values = np.stack(frame["teacher_logits"].map(lambda v: np.asarray(v, dtype=np.float32)).to_list())
-    if values.ndim != 2 or values.shape[1] != 2 or not np.isfinite(values).all():
-        raise ValueError(f"{path}: 'teacher_logits' must hold two finite numbers per row")
-    return values
+    bad = nonfinite_teacher_rows(frame)
+    if bad.any():
+        raise ValueError(
+            f"{path}: column 'teacher_logits' row {int(np.flatnonzero(bad)[0])} does not hold two finite "
+            f"numbers ({int(bad.sum())} rows); rebuild the stage-2 dataset"
+        )
+    return teacher_logit_array(frame).astype(np.float32)
+
+
+def broken_swap_pairs(frame: pd.DataFrame) -> np.ndarray:
+    """Bool per pair (rows 2k, 2k+1): the second row is not the A/B swap of the first.
+
+    A swap shares the pair_id, comes second (`is_swapped`), shows the responses exchanged and, where the
+    rows have winners, flips the winner. The frame must have an even number of rows.
+    """
+    first, second = frame.iloc[0::2].reset_index(drop=True), frame.iloc[1::2].reset_index(drop=True)
+    broken = (
+        (first["pair_id"].to_numpy() != second["pair_id"].to_numpy())
+        | first["is_swapped"].to_numpy().astype(bool)
+        | ~second["is_swapped"].to_numpy().astype(bool)
+        | (first["response_a"].to_numpy() != second["response_b"].to_numpy())
+        | (first["response_b"].to_numpy() != second["response_a"].to_numpy())
+    )
+    if "winner" in frame.columns:
+        labelled = first["winner"].isin(WINNERS).to_numpy()
+        broken |= labelled & (first["winner"].to_numpy() == second["winner"].to_numpy())
+    return broken
 
 
 def check_swap_pairs(frame: pd.DataFrame, path: str | Path = "<frame>") -> None:
-    """Rows 2k and 2k+1 must share a pair_id, the second being the A/B swap of the first."""
+    """Rows 2k and 2k+1 must be a row and its A/B swap (`broken_swap_pairs`)."""
     if len(frame) % 2:
         raise ValueError(f"{path}: {len(frame)} rows; training rows come in swap pairs (even count)")
-    pair_ids = frame["pair_id"].to_numpy()
-    swapped = frame["is_swapped"].to_numpy().astype(bool)
-    ok = (pair_ids[0::2] == pair_ids[1::2]) & ~swapped[0::2] & swapped[1::2]
-    if not ok.all():
-        row = 2 * int(np.flatnonzero(~ok)[0])
+    broken = broken_swap_pairs(frame)
+    if broken.any():
+        row = 2 * int(np.flatnonzero(broken)[0])
         raise ValueError(
-            f"{path}: rows {row} and {row + 1} are not an (original, swap) pair with one pair_id"
+            f"{path}: rows {row} and {row + 1} are not a row and its A/B swap (one pair_id, responses "
+            f"exchanged, winner flipped); {int(broken.sum())} broken pairs"
         )
 
 

@@ -1,15 +1,18 @@
-"""Validation metrics from A/B logits: accuracy, log loss, calibration, with and without swap averaging."""
+"""Metrics from A/B letter logits (accuracy, log loss, calibration, with and without swap averaging), the
+evaluation report, and the submission frame: pure functions of logits and rows."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from arena_assets.ranker.data import encode_frame, hard_labels
-from arena_assets.ranker.prompt import PromptTemplate
+from arena_assets.ranker.artifacts import LOGIT_COLUMNS
+from arena_assets.ranker.data import hard_labels
+
+WSDM_SOURCE = "wsdm_train"  # the `source` of rows from the competition's own training file
 
 
 def prob_b(logits: np.ndarray) -> np.ndarray:
@@ -62,33 +65,46 @@ def pair_metrics(logits: np.ndarray, swapped_logits: np.ndarray, labels: np.ndar
     }
 
 
-@torch.no_grad()
-def evaluate_pairs(
-    head: torch.nn.Module,
-    tokenizer: Any,
-    template: PromptTemplate,
-    frame: pd.DataFrame,
-    *,
-    max_length: int,
-    rebalance: bool,
-    batch_size: int,
-    device: torch.device,
-) -> dict[str, float]:
-    """Score labelled pairs in both orders with a letter head and return `pair_metrics`."""
-    from arena_assets.ranker.scorer import score_sequences
+def _breakdown(
+    rows: pd.DataFrame, column: str, logits: np.ndarray, swapped: np.ndarray, labels: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """`pair_metrics` for each value of `column` (null as 'unknown')."""
+    keys = rows[column].fillna("unknown").astype(str)
+    return {
+        str(value): pair_metrics(logits[index], swapped[index], labels[index])
+        for value, index in keys.groupby(keys).indices.items()
+    }
 
-    labels = hard_labels(frame)
-    both = []
-    for swapped in (False, True):
-        encoded = encode_frame(template, frame, max_length=max_length, rebalance=rebalance, swapped=swapped)
-        both.append(
-            score_sequences(
-                head,
-                encoded.input_ids,
-                pad_token_id=tokenizer.pad_token_id,
-                token_budget=batch_size * max_length,
-                max_batch_rows=batch_size,
-                device=device,
-            )
+
+def evaluation_report(rows: pd.DataFrame, logits: np.ndarray, swapped: np.ndarray) -> dict[str, Any]:
+    """Metrics of labelled pairs overall, on WSDM rows alone (the distribution the competition scores),
+    per language and per source. `logits`/`swapped` [N, 2] are the two orders' letter logits of `rows`."""
+    labels = hard_labels(rows)
+    report: dict[str, Any] = {**pair_metrics(logits, swapped, labels)}
+    wsdm = (rows["source"] == WSDM_SOURCE).to_numpy() if "source" in rows else np.zeros(len(rows), bool)
+    if wsdm.any():
+        wsdm_metrics = pair_metrics(logits[wsdm], swapped[wsdm], labels[wsdm])
+        report.update({f"wsdm_{k}": v for k, v in wsdm_metrics.items()})
+    report["per_language"] = _breakdown(rows, "language", logits, swapped, labels)
+    if "source" in rows:
+        report["per_source"] = _breakdown(rows, "source", logits, swapped, labels)
+    return report
+
+
+def submission_frame(ids: pd.Series, logits: np.ndarray, swapped: np.ndarray) -> pd.DataFrame:
+    """Kaggle `id,winner` (int ids) from both orders averaged, with `prob_b` beside it."""
+    p_b = prob_b(swap_averaged_logits(logits, swapped))
+    winner = np.where(p_b > 0.5, "model_b", "model_a")
+    return pd.DataFrame({"id": ids.astype(np.int64).to_numpy(), "winner": winner, "prob_b": p_b})
+
+
+def read_logits(path: str | Path, ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The scorer's logits of both orders ([N, 2] each) for the rows with these ids, in their order."""
+    frame = pd.read_parquet(path).set_index("id")
+    missing = ~ids.astype(str).isin(frame.index)
+    if missing.any():
+        raise ValueError(
+            f"{path}: no logits for {int(missing.sum())} row(s), e.g. id {ids[missing].iloc[0]!r}"
         )
-    return pair_metrics(both[0], both[1], labels)
+    aligned = frame.loc[ids.astype(str)]
+    return aligned[list(LOGIT_COLUMNS[:2])].to_numpy(), aligned[list(LOGIT_COLUMNS[2:])].to_numpy()

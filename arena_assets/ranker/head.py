@@ -1,4 +1,5 @@
-"""Letter logits without the full vocabulary: last real hidden state x the two lm_head rows of " A", " B".
+"""Letter logits without the full vocabulary: last real hidden state x the two lm_head rows of " A", " B";
+the LetterHead module around a (peft) causal LM, and its batched no-grad forward over encoded rows.
 
 For Qwen2.5-14B a full-vocabulary logit row is 152,064 floats per position; the ranker needs two numbers
 per row, so it runs the decoder alone and multiplies one hidden state per row by two weight rows.
@@ -6,8 +7,11 @@ per row, so it runs the decoder alone and multiplies one hidden state per row by
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+from arena_assets.ranker.collate import collate_rows
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -65,3 +69,56 @@ def letter_logits(
         if bias is not None:
             logits = logits + bias.float()
     return logits
+
+
+class LetterHead(nn.Module):
+    """Wraps a (peft) causal LM so that forward returns the two letter logits [B, 2].
+
+    DDP hooks run on a module's forward, so the letter head itself is the module accelerate wraps.
+    """
+
+    def __init__(self, model: nn.Module, letter_ids: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        self.letter_ids = letter_ids
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return letter_logits(self.model, input_ids, attention_mask, self.letter_ids)
+
+
+def length_sorted_batches(lengths: list[int], *, token_budget: int, max_batch_rows: int) -> list[list[int]]:
+    """Row indices grouped longest-first so each batch's padded size stays within `token_budget`."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        width = lengths[current[0]] if current else lengths[index]
+        if current and ((len(current) + 1) * width > token_budget or len(current) >= max_batch_rows):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@torch.no_grad()
+def score_sequences(
+    head: torch.nn.Module,
+    input_ids: list[list[int]],
+    *,
+    pad_token_id: int,
+    token_budget: int,
+    max_batch_rows: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Letter logits [N, 2] (float32) for encoded sequences, in their original order."""
+    out = np.zeros((len(input_ids), 2), dtype=np.float32)
+    lengths = [len(ids) for ids in input_ids]
+    for batch_rows in length_sorted_batches(
+        lengths, token_budget=token_budget, max_batch_rows=max_batch_rows
+    ):
+        batch = collate_rows([{"input_ids": input_ids[i]} for i in batch_rows], pad_token_id=pad_token_id)
+        logits = head(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        out[batch_rows] = logits.float().cpu().numpy()
+    return out

@@ -5,8 +5,6 @@ Column 0 is " A", column 1 is " B"; label 0 means A won.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -30,18 +28,3 @@ def soft_label_loss(
         raise ValueError(f"logits {tuple(logits.shape)} and teacher {tuple(teacher_logits.shape)} differ")
     targets = F.softmax(teacher_logits.float() / temperature, dim=-1)
     return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
-
-
-def teacher_logits_for_winner(winner_is_b: bool | torch.Tensor, *, confidence: float = 0.95) -> torch.Tensor:
-    """Logits whose softmax gives the winner `confidence`: (log c, log(1 - c)) for A; [2], or [B, 2] for [B].
-
-    This is how human labels enter the stage-2 set beside open-model teacher logits.
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    winner = torch.as_tensor(winner_is_b, dtype=torch.bool)
-    a_wins = torch.tensor(
-        [math.log(confidence), math.log(1.0 - confidence)], dtype=torch.float32, device=winner.device
-    )
-    # Flipping the pair puts the high logit on B where B won.
-    return torch.where(winner.unsqueeze(-1), a_wins.flip(0), a_wins)

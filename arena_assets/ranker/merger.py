@@ -3,8 +3,10 @@
     python -m arena_assets.ranker.merger --config merge.json
 
 Writes a safetensors model directory that `AutoModelForCausalLM.from_pretrained` loads (with the
-tokenizer), atomically, with `parity.json` and `manifest.json`. Fails if the merged model's letter logits
-differ from the adapter model's by more than the tolerance, or if the disk cannot hold the result.
+tokenizer), atomically, with `parity.json` and `manifest.json`, and reports the parity check: under Dagster
+a merged model whose letter logits differ from the adapter model's by more than the tolerance fails the
+blocking check `merged_model_matches_adapter`; from a shell the command exits non-zero. A NaN adapter or a
+disk that cannot hold the result fails before anything is written.
 """
 
 from __future__ import annotations
@@ -21,13 +23,19 @@ from accelerate import Accelerator
 from peft import PeftModel
 from transformers import AutoTokenizer
 
-from arena_assets.ranker.artifacts import atomic_directory, directory_size_bytes, file_sha256, write_manifest
+from arena_assets.ranker.artifacts import (
+    PARITY_NAME,
+    atomic_directory,
+    directory_size_bytes,
+    file_sha256,
+    write_manifest,
+)
 from arena_assets.ranker.config import MergeConfig, config_to_dict, load_config
 from arena_assets.ranker.data import encode_frame, read_pairs
-from arena_assets.ranker.modeling import LetterHead, load_backbone, resolve_dtype
-from arena_assets.ranker.pipes import path_value, pipes_reporter
+from arena_assets.ranker.head import LetterHead, score_sequences
+from arena_assets.ranker.modeling import load_backbone, resolve_dtype
+from arena_assets.ranker.pipes import PARITY_CHECK, launched_by_pipes, path_value, pipes_reporter
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
-from arena_assets.ranker.scorer import score_sequences
 
 # Built-in probe when no probe file is given: several scripts, so tokenization paths are all exercised.
 PROBE_PAIRS: tuple[tuple[str, str, str], ...] = (
@@ -102,20 +110,15 @@ def merge(config: MergeConfig) -> dict[str, Any]:
             "atol": atol,
             "probe_rows": len(encoded.input_ids),
             "dtype": str(dtype).removeprefix("torch."),
-            "parity_passed": diff <= atol,
+            "parity_passed": bool(diff <= atol),  # a NaN difference fails too
         }
         reporter.info(f"merge parity: max |adapter - merged| = {diff:.3g} (tolerance {atol:g})")
-        if not diff <= atol:  # a NaN difference fails too
-            raise RuntimeError(
-                f"merged model differs from the adapter model by {diff:.3g} > {atol:g} on the "
-                f"probe batch; the merge of {config.adapter_dir} is wrong. Not saving it."
-            )
         output_dir = Path(config.output_dir)
         check_free_disk(output_dir, sum(p.numel() * p.element_size() for p in merged.parameters()))
         with atomic_directory(output_dir) as tmp:
             merged.save_pretrained(tmp, safe_serialization=True, max_shard_size=config.max_shard_size)
             tokenizer.save_pretrained(tmp)
-            (tmp / "parity.json").write_text(json.dumps(report, indent=2))
+            (tmp / PARITY_NAME).write_text(json.dumps(report, indent=2))
             write_manifest(
                 tmp,
                 config=config_to_dict(config),
@@ -124,6 +127,17 @@ def merge(config: MergeConfig) -> dict[str, Any]:
             )
         report["model_size_gb"] = directory_size_bytes(output_dir) / 2**30
         reporter.report_materialization({**report, "model_dir": path_value(output_dir)})
+        # A failed parity is the blocking check's verdict in Dagster (nothing downstream runs); a shell
+        # run fails in main().
+        reporter.report_check(
+            PARITY_CHECK,
+            passed=report["parity_passed"],
+            metadata={
+                "observed_max_abs_diff": diff,
+                "expected_at_most": atol,
+                "probe_rows": len(encoded.input_ids),
+            },
+        )
         return report
 
 
@@ -133,7 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--config", required=True, help="MergeConfig as JSON or YAML")
     args = parser.parse_args(argv)
-    merge(load_config(MergeConfig, args.config))
+    report = merge(load_config(MergeConfig, args.config))
+    if report and not report["parity_passed"] and not launched_by_pipes():
+        raise SystemExit(
+            f"merged model differs from the adapter model by {report['max_abs_logit_diff']:.3g} > "
+            f"{report['atol']:g} on the probe batch; the merge is wrong (saved for inspection)"
+        )
 
 
 if __name__ == "__main__":

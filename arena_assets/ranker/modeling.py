@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from arena_assets.ranker.head import letter_logits
+from arena_assets.ranker.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -116,21 +117,6 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
     )
 
 
-class LetterHead(torch.nn.Module):
-    """Wraps a (peft) causal LM so that forward returns the two letter logits [B, 2].
-
-    DDP hooks run on a module's forward, so the letter head itself is the module accelerate wraps.
-    """
-
-    def __init__(self, model: torch.nn.Module, letter_ids: tuple[int, int]) -> None:
-        super().__init__()
-        self.model = model
-        self.letter_ids = letter_ids
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return letter_logits(self.model, input_ids, attention_mask, self.letter_ids)
-
-
 class MasterWeights:
     """fp32 master copies of low-precision trainable parameters.
 
@@ -169,3 +155,47 @@ class MasterWeights:
             for name, master in zip(self.names, self.masters, strict=True):
                 master.copy_(state[name])
         self.master_to_model()
+
+
+def build_model(config: TrainConfig, device: torch.device) -> tuple[PeftModel, torch.dtype]:
+    """The backbone with LoRA adapters on the configured projections."""
+    dtype = resolve_dtype(config.precision, device)
+    model = load_backbone(
+        config.backbone,
+        dtype=dtype,
+        device=device,
+        attn_implementation=config.attn_implementation,
+        use_liger=config.use_liger,
+        random_init=config.random_init,
+    )
+    model.config.use_cache = False
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    # peft upcasts adapters to fp32 by default, so every LoRA matmul runs in fp32 with dtype copies around
+    # it; with adapter_compute_dtype they stay in the compute dtype and MasterWeights keeps fp32 copies.
+    peft_model = get_peft_model(model, lora, autocast_adapter_dtype=not config.adapter_compute_dtype)
+    apply_gradient_checkpointing(peft_model, config.gradient_checkpointing)
+    return peft_model, dtype
+
+
+def build_optimizer(
+    config: TrainConfig, params: list[tuple[str, torch.nn.Parameter]]
+) -> torch.optim.Optimizer:
+    """AdamW with separate learning rates for lora_A and lora_B weights."""
+    groups = [
+        {"params": [p for n, p in params if "lora_A" in n], "lr": config.lr_lora_a},
+        {"params": [p for n, p in params if "lora_A" not in n], "lr": config.lr_lora_b},
+    ]
+    groups = [g for g in groups if g["params"]]
+    kwargs = {"betas": config.adam_betas, "eps": config.adam_eps, "weight_decay": config.weight_decay}
+    if config.optimizer == "adamw_8bit":
+        import bitsandbytes as bnb  # optional GPU extra
+
+        return bnb.optim.AdamW8bit(groups, **kwargs)
+    return torch.optim.AdamW(groups, **kwargs)

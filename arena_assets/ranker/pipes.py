@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 PIPES_CONTEXT_ENV_VAR = "DAGSTER_PIPES_CONTEXT"
 
 Severity = Literal["ERROR", "WARN"]
+
+# Checks an entry point computes and reports; the Dagster asset declares each in its check_specs.
+PARITY_CHECK = "merged_model_matches_adapter"  # merger: merged model == adapter model on a probe
 _SUMMARY_WIDTH = 80
 
 _opened = False
@@ -33,11 +36,6 @@ _opened = False
 def md(text: str) -> dict[str, Any]:
     """Markdown metadata value."""
     return {"raw_value": text, "type": "md"}
-
-
-def json_value(obj: Any) -> dict[str, Any]:
-    """JSON metadata value (a dict or list that json.dumps accepts)."""
-    return {"raw_value": obj, "type": "json"}
 
 
 def path_value(path: str | PathLike[str]) -> dict[str, Any]:
@@ -62,16 +60,6 @@ class Reporter:
         self._pipes = pipes
         self._main = is_main_process
 
-    @property
-    def forwarding(self) -> bool:
-        """Whether messages go to Dagster."""
-        return self._pipes is not None
-
-    @property
-    def extras(self) -> dict[str, Any]:
-        """The extras the Dagster asset passed ({} standalone and on other ranks)."""
-        return dict(self._pipes.extras or {}) if self._pipes is not None else {}
-
     def info(self, msg: str) -> None:
         """Progress message; other ranks stay quiet (debug level)."""
         if not self._main:
@@ -88,7 +76,7 @@ class Reporter:
             self._pipes.log.warning(msg)
 
     def report_materialization(self, metadata: Mapping[str, Any], *, data_version: str | None = None) -> None:
-        """Report the asset materialized with `metadata`: numbers, strings, or md()/json_value()/... dicts."""
+        """Report the materialization: numbers, strings, or md()/path_value()/url_value() values."""
         if not self._main:
             return
         if self._pipes is not None:

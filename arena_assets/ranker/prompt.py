@@ -126,13 +126,6 @@ class PromptTemplate:
         encoded = self.tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)
         return [list(ids) for ids in encoded["input_ids"]]
 
-    def encode(
-        self, prompt: str, response_a: str, response_b: str, *, max_length: int, rebalance: bool = True
-    ) -> EncodedPair:
-        """Token ids of the judge prompt for one row, middle-cut to at most `max_length` tokens."""
-        fields = self.tokenize_fields([prompt, response_a, response_b])
-        return self.encode_ids(*fields, max_length=max_length, rebalance=rebalance)
-
     def encode_ids(
         self,
         prompt_ids: list[int],
@@ -142,7 +135,7 @@ class PromptTemplate:
         max_length: int,
         rebalance: bool = True,
     ) -> EncodedPair:
-        """`encode` from field token ids (`tokenize_fields`), so a row and its A/B swap tokenize once."""
+        """One row's judge prompt from its field token ids (`tokenize_fields`), middle-cut to `max_length`."""
         budget = max_length - self.fixed_length
         if budget < MIN_FIELD_BUDGET:
             raise ValueError(

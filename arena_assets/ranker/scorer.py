@@ -3,11 +3,13 @@
     accelerate launch -m arena_assets.ranker.scorer --config score.json
     python -m arena_assets.ranker.scorer --config score.json
 
-Writes `<output_dir>/logits.parquet` with `id, a_logit, b_logit, a_logit_swapped, b_logit_swapped` (the
-swapped columns are the letter logits when response_b is shown as A: `a_logit_swapped` is evidence for the
-original response_b). Rows are scored in shards of `rows_per_shard` under `<output_dir>/shards/`, each
-written atomically, so a killed run restarts without redoing finished shards. With several processes,
-shard k belongs to rank k mod N; rank 0 merges the shards and writes `manifest.json` last.
+Writes the directory `<output_dir>` (atomically, once every shard is done) holding `logits.parquet` with
+`id, a_logit, b_logit, a_logit_swapped, b_logit_swapped` (the swapped columns are the letter logits when
+response_b is shown as A: `a_logit_swapped` is evidence for the original response_b), `metrics.json` and
+`manifest.json`. Rows are scored in shards of `rows_per_shard` under `<output_dir>.work/`, each written
+atomically and kept, so a killed or repeated run scores only what is missing; shards are reused only under
+the same fingerprint (input file, model and adapter, scoring config, code), never across models. With several
+processes, shard k belongs to rank k mod N; rank 0 merges the shards.
 """
 
 from __future__ import annotations
@@ -24,54 +26,24 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoTokenizer
 
-from arena_assets.ranker.artifacts import atomic_write_parquet, file_sha256, write_manifest
-from arena_assets.ranker.collate import collate_rows
+from arena_assets.ranker import checkpointing
+from arena_assets.ranker.artifacts import (
+    LOGIT_COLUMNS,
+    LOGITS_NAME,
+    METRICS_NAME,
+    atomic_directory,
+    atomic_write_parquet,
+    file_sha256,
+    model_identity,
+    ranker_code_version,
+    write_manifest,
+)
 from arena_assets.ranker.config import ScoreConfig, config_to_dict, load_config
 from arena_assets.ranker.data import encode_frame, read_pairs
-from arena_assets.ranker.modeling import LetterHead, load_backbone, resolve_dtype
+from arena_assets.ranker.head import LetterHead, score_sequences
+from arena_assets.ranker.modeling import load_backbone, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
-
-OUTPUT_NAME = "logits.parquet"
-LOGIT_COLUMNS = ("a_logit", "b_logit", "a_logit_swapped", "b_logit_swapped")
-
-
-def length_sorted_batches(lengths: list[int], *, token_budget: int, max_batch_rows: int) -> list[list[int]]:
-    """Row indices grouped longest-first so each batch's padded size stays within `token_budget`."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        width = lengths[current[0]] if current else lengths[index]
-        if current and ((len(current) + 1) * width > token_budget or len(current) >= max_batch_rows):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
-
-
-@torch.no_grad()
-def score_sequences(
-    head: torch.nn.Module,
-    input_ids: list[list[int]],
-    *,
-    pad_token_id: int,
-    token_budget: int,
-    max_batch_rows: int,
-    device: torch.device,
-) -> np.ndarray:
-    """Letter logits [N, 2] (float32) for encoded sequences, in their original order."""
-    out = np.zeros((len(input_ids), 2), dtype=np.float32)
-    lengths = [len(ids) for ids in input_ids]
-    for batch_rows in length_sorted_batches(
-        lengths, token_budget=token_budget, max_batch_rows=max_batch_rows
-    ):
-        batch = collate_rows([{"input_ids": input_ids[i]} for i in batch_rows], pad_token_id=pad_token_id)
-        logits = head(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        out[batch_rows] = logits.float().cpu().numpy()
-    return out
 
 
 def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[LetterHead, Any]:
@@ -93,12 +65,21 @@ def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[Letter
     return head, tokenizer
 
 
+def fingerprint(config: ScoreConfig) -> dict[str, Any]:
+    """What decides the logits: finished shards are reused only under the same fingerprint."""
+    inputs = {"input": file_sha256(Path(config.input_path)), "model": model_identity(config.model)}
+    if config.adapter_dir:
+        inputs["adapter"] = model_identity(config.adapter_dir)
+    settings = {k: v for k, v in config_to_dict(config).items() if k != "output_dir"}
+    return {"config": settings, "inputs": inputs, "code": ranker_code_version()}
+
+
 def score(config: ScoreConfig) -> dict[str, Any]:
     """Score every row of `input_path` (both orders unless disabled) into `output_dir`."""
     # Precision is the ranker's own (weights loaded in the compute dtype), not accelerate's autocast.
     accelerator = Accelerator(mixed_precision="no")
     output_dir = Path(config.output_dir)
-    shard_dir = output_dir / "shards"
+    shard_dir = output_dir.with_name(output_dir.name + ".work")
     with pipes_reporter(is_main_process=accelerator.is_main_process) as reporter:
         start = time.perf_counter()
         frame = read_pairs(
@@ -110,8 +91,14 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 f"{config.input_path}: column {config.id_column!r} has duplicates; each row needs a "
                 "unique id (set id_column)"
             )
-        fingerprint = file_sha256(Path(config.input_path))
-        _reset_if_input_changed(shard_dir, fingerprint, accelerator)
+        made_by = fingerprint(config)
+        checkpointing.claim(
+            shard_dir,
+            made_by,
+            is_main_process=accelerator.is_main_process,
+            barrier=accelerator.wait_for_everyone,
+            log=reporter.warning,
+        )
         head, tokenizer = load_scoring_head(config, accelerator.device)
         template = PromptTemplate.from_tokenizer(tokenizer)
 
@@ -125,8 +112,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 continue
             part = frame.iloc[k * config.rows_per_shard : (k + 1) * config.rows_per_shard]
             result = pd.DataFrame({"id": part["id"].astype(str).to_numpy()})
-            orders = (False, True) if config.both_orders else (False,)
-            for swapped in orders:
+            for swapped in (False, True) if config.both_orders else (False,):
                 encoded = encode_frame(
                     template,
                     part,
@@ -155,8 +141,8 @@ def score(config: ScoreConfig) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         if accelerator.is_main_process:
             rows_scored, tokens = (int(x) for x in totals.view(-1, 2).sum(0).tolist())
-            merged = _merge_shards(shard_dir, shard_count, frame, config.both_orders)
-            atomic_write_parquet(merged, output_dir / OUTPUT_NAME)
+            merged = _merge_shards(shard_dir, shard_count, frame)
+            values = merged[[c for c in LOGIT_COLUMNS if c in merged]].to_numpy()
             metrics = {
                 "rows": len(merged),
                 "rows_scored_this_run": rows_scored,
@@ -167,35 +153,23 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30
                 if torch.cuda.is_available()
                 else 0.0,
-                "finite": bool(
-                    np.isfinite(merged[[c for c in LOGIT_COLUMNS if c in merged]].to_numpy()).all()
-                ),
+                "finite": bool(np.isfinite(values).all()),
             }
-            (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            write_manifest(
-                output_dir,
-                config=config_to_dict(config),
-                inputs={"input": fingerprint},
-                extra={"kind": "letter_logits"},
-            )
-            reporter.report_materialization({**metrics, "logits_path": path_value(output_dir / OUTPUT_NAME)})
+            with atomic_directory(output_dir) as tmp:
+                merged.to_parquet(tmp / LOGITS_NAME, index=False)
+                (tmp / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+                write_manifest(
+                    tmp,
+                    config=config_to_dict(config),
+                    inputs=made_by["inputs"],
+                    extra={"kind": "letter_logits", "ranker_code": made_by["code"]},
+                )
+            reporter.report_materialization({**metrics, "logits_path": path_value(output_dir / LOGITS_NAME)})
         accelerator.wait_for_everyone()
         return metrics
 
 
-def _reset_if_input_changed(shard_dir: Path, fingerprint: str, accelerator: Accelerator) -> None:
-    """Shards from another input file must not be reused."""
-    marker = shard_dir / "input.sha256"
-    if accelerator.is_main_process:
-        if marker.is_file() and marker.read_text() != fingerprint:
-            for stale in shard_dir.glob("shard-*.parquet"):
-                stale.unlink()
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(fingerprint)
-    accelerator.wait_for_everyone()
-
-
-def _merge_shards(shard_dir: Path, shard_count: int, frame: pd.DataFrame, both_orders: bool) -> pd.DataFrame:
+def _merge_shards(shard_dir: Path, shard_count: int, frame: pd.DataFrame) -> pd.DataFrame:
     parts = [pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(shard_count)]
     merged = pd.concat(parts, ignore_index=True)
     expected = frame["id"].astype(str).to_numpy()

@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from arena_assets_tests.assets.conftest import REPO_ROOT, arena_env, new_dagster_home
+from arena_assets_tests.demo_graph import REPO_ROOT, arena_env, new_dagster_home
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 # The multiprocess executor (the CLI's default, what `make demo` uses) starts a Python per step: about

@@ -20,14 +20,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from arena_assets_tests.assets.conftest import (
+from arena_assets_tests.assets.test_definitions import GRAPH
+from arena_assets_tests.demo_graph import (
     REPO_ROOT,
     arena_env,
     free_port,
     materialize_data,
     new_dagster_home,
 )
-from arena_assets_tests.assets.test_definitions import GRAPH
 
 WEBSERVER = str(Path(sys.executable).with_name("dagster-webserver"))
 STARTUP_SECONDS = 180  # importing Dagster and the code location on two busy cores

@@ -11,13 +11,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from arena_assets.embedded import (
+    GENERATOR_VERSION,
     STAMP_NAME,
     EmbeddedDefault,
     build_embedded_default,
     generate_sample_data,
     write_sample_data,
 )
-from arena_assets.embedded.sample_data import GENERATOR_VERSION
 from arena_assets.ranker.artifacts import file_sha256
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
 from arena_assets.settings import Settings
@@ -28,7 +28,7 @@ def test_same_seed_gives_identical_bytes(
     embedded: EmbeddedDefault, settings: Settings, tmp_path: Path
 ) -> None:
     other = demo_settings(tmp_path)
-    hashes = write_sample_data(generate_sample_data(settings.seed), other)
+    hashes = write_sample_data(generate_sample_data(settings.data_seed), other)
     assert hashes == {
         path.relative_to(embedded.raw_dir).as_posix(): file_sha256(path) for path in embedded.files.values()
     }
@@ -38,7 +38,7 @@ def test_same_seed_gives_identical_bytes(
 def test_stamp_records_version_seed_hashes_and_counts(embedded: EmbeddedDefault, settings: Settings) -> None:
     stamp = json.loads(embedded.stamp.read_text())
     assert stamp["status"] == "complete"
-    assert (stamp["generator_version"], stamp["seed"]) == (GENERATOR_VERSION, settings.seed)
+    assert (stamp["generator_version"], stamp["seed"]) == (GENERATOR_VERSION, settings.data_seed)
     assert stamp["files"]["wsdm/train.parquet"] == file_sha256(embedded.files["wsdm_train"])
     assert stamp["stats"]["lmsys_33k"]["duplicates_of_55k"] > 0
     assert embedded.stats == stamp["stats"]
@@ -78,7 +78,8 @@ def test_backbone_loads_and_scores_a_judge_prompt(embedded: EmbeddedDefault) -> 
     letter_ids = letter_token_ids(tokenizer)
     row = pd.read_parquet(embedded.files["wsdm_train"]).iloc[0]
     template = PromptTemplate.from_tokenizer(tokenizer)
-    encoded = template.encode(row["prompt"], row["response_a"], row["response_b"], max_length=384)
+    fields = template.tokenize_fields([row["prompt"], row["response_a"], row["response_b"]])
+    encoded = template.encode_ids(*fields, max_length=384)
     assert len(encoded.input_ids) <= 384
     with torch.no_grad():
         logits = model(torch.tensor([encoded.input_ids])).logits[0, -1, list(letter_ids)]

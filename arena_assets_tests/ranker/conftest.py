@@ -1,4 +1,5 @@
-"""Ranker integration fixtures: the demo hard-label set, small subsets, and one stage-1 run shared by all."""
+"""Ranker integration fixtures: the demo hard-label set, small subsets, the demo recipe on other files, and
+the session's demo run (stage 1 and its merge) for tests of trained models."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from arena_assets.assets import layout
 from arena_assets.hard_labels import build_hard_label_set
-from arena_assets.ranker.config import MergeConfig, TrainConfig, save_config
+from arena_assets.ranker.config import TrainConfig, load_config, save_config
 from arena_assets.readers import read_source
 from arena_assets.settings import Settings
+from arena_assets_tests.demo_graph import DemoRun
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL_PAIRS = 48  # swap pairs in the small training subset (96 rows)
@@ -60,7 +63,9 @@ def hard_label_files(demo_project: Path, tmp_path_factory: pytest.TempPathFactor
         read_source("lmsys_55k", [settings.lmsys_55k_path]).frame,
         read_source("lmsys_33k", settings.lmsys_33k_paths()).frame,
     ]
-    built = build_hard_label_set(frames, validation_fraction=settings.validation_fraction, seed=settings.seed)
+    built = build_hard_label_set(
+        frames, validation_fraction=settings.validation_fraction, seed=settings.data_seed
+    )
     out = tmp_path_factory.mktemp("hard_label_set")
     files = PairFiles(out / "train.parquet", out / "validation.parquet", out / "open_pairs.parquet")
     built.train.to_parquet(files.train, index=False)
@@ -76,63 +81,44 @@ def small_files(hard_label_files: PairFiles, tmp_path_factory: pytest.TempPathFa
     out = tmp_path_factory.mktemp("small")
     files = PairFiles(out / "train.parquet", out / "validation.parquet", out / "open_pairs.parquet")
     pd.read_parquet(hard_label_files.train).head(2 * SMALL_PAIRS).to_parquet(files.train, index=False)
-    pd.read_parquet(hard_label_files.validation).head(SMALL_VALIDATION_ROWS).to_parquet(files.validation,
-                                                                                         index=False)
+    pd.read_parquet(hard_label_files.validation).head(SMALL_VALIDATION_ROWS).to_parquet(
+        files.validation, index=False
+    )
     pd.read_parquet(hard_label_files.open_pairs).head(32).to_parquet(files.open_pairs, index=False)
     return files
 
 
 @pytest.fixture(scope="session")
 def make_train_config(demo_project: Path) -> Callable[..., TrainConfig]:
-    """Builds a TrainConfig the way the stage-1 asset does (demo overrides and sizes), plus `overrides`."""
+    """The demo's stage-1 config (configs/ranker/demo/stage1.yaml, as the asset loads it) on other files."""
     settings = Settings(project_dir=demo_project)
 
     def build(files: PairFiles, output_dir: Path, **overrides: Any) -> TrainConfig:
-        values: dict[str, Any] = {
-            **settings.train_overrides,
-            "max_length": settings.max_length,
-            "per_device_batch_size": settings.per_device_batch_size,
-            "global_batch_size": settings.global_batch_size,
-            "seed": settings.seed,
-            "backbone": str(settings.backbone),
-            "output_dir": str(output_dir),
-            "train_path": str(files.train),
-            "validation_path": str(files.validation),
-            "log_every_steps": 1000,
+        return settings.ranker_config(
+            TrainConfig,
+            "stage1",
+            backbone=str(settings.backbone),
+            output_dir=str(output_dir),
+            train_path=str(files.train),
+            validation_path=str(files.validation),
+            log_every_steps=1000,
             **overrides,
-        }
-        return TrainConfig(**values)
+        )
 
     return build
 
 
 @pytest.fixture(scope="session")
-def stage1_run(
-    hard_label_files: PairFiles, make_train_config: Callable[..., TrainConfig],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> TrainedRun:
-    """Stage 1 on the whole demo hard-label set with the demo profile's settings (2 epochs); once per session.
-
-    One epoch lands at 0.853 validation accuracy, a row away from the 0.85 bar; two reach 0.92.
-    """
-    from arena_assets.ranker.trainer import train
-
-    out = tmp_path_factory.mktemp("stage1") / "adapter"
-    config = make_train_config(hard_label_files, out)
-    return TrainedRun(config=config, metrics=train(config))
+def stage1_run(demo_run: DemoRun) -> TrainedRun:
+    """Stage 1 of the session's demo run (the stage1_adapter asset): its config and metrics."""
+    config = load_config(TrainConfig, layout.config_path(demo_run.settings, "stage1_adapter"))
+    return TrainedRun(config=config, metrics=demo_run.metrics("stage1_adapter"))
 
 
 @pytest.fixture(scope="session")
-def merged_stage1(
-    stage1_run: TrainedRun, demo_backbone: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """The stage-1 adapter merged into the backbone (fp32 on the CPU), once per session."""
-    from arena_assets.ranker.merger import merge
-
-    out = tmp_path_factory.mktemp("merged_stage1") / "model"
-    merge(MergeConfig(backbone=str(demo_backbone), adapter_dir=str(stage1_run.adapter_dir),
-                      output_dir=str(out), max_length=stage1_run.config.max_length))
-    return out
+def merged_stage1(demo_run: DemoRun) -> Path:
+    """The stage-1 adapter merged into the backbone (fp32 on the CPU) by the session's demo run."""
+    return layout.model_dir(demo_run.settings, "merged_stage1_model")
 
 
 def module_command(module: str, config: Any, config_path: Path) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from arena_assets.ranker.artifacts import read_manifest
+from arena_assets.ranker.artifacts import MANIFEST_NAME
 from arena_assets.ranker.config import TrainConfig, save_config
 from arena_assets_tests.ranker.conftest import PairFiles, run_to_completion
 
@@ -31,4 +31,4 @@ def test_accelerate_launch_trains_and_writes_the_adapter(
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
     metrics = json.loads((adapter / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["num_processes"] == 1 and metrics["val_rows"] == 8
-    assert read_manifest(adapter)["config"]["max_steps"] == 2
+    assert json.loads((adapter / MANIFEST_NAME).read_text())["config"]["max_steps"] == 2

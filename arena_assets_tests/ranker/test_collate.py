@@ -9,7 +9,6 @@ import torch
 
 from arena_assets.ranker.collate import (
     collate_rows,
-    padding_fraction,
     pair_batches,
     pair_rows,
     shard_batches,
@@ -138,9 +137,3 @@ def test_collate_rejects_malformed_features() -> None:
         collate_rows([{"input_ids": []}], pad_token_id=0)
     with pytest.raises(ValueError, match="padding_side"):
         collate_rows([{"input_ids": [1]}], pad_token_id=0, padding_side="middle")
-
-
-def test_padding_fraction() -> None:
-    assert padding_fraction(torch.tensor([[1, 1, 1], [1, 1, 0]])) == pytest.approx(1 / 6)
-    assert padding_fraction(torch.ones(2, 4, dtype=torch.long)) == 0.0
-    assert padding_fraction(torch.zeros(0, 0, dtype=torch.long)) == 0.0

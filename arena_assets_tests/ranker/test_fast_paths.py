@@ -14,12 +14,12 @@ from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 from transformers.models.qwen2 import modeling_qwen2
 
-from arena_assets.ranker import trainer
+from arena_assets.ranker import modeling, trainer
 from arena_assets.ranker.collate import collate_rows
 from arena_assets.ranker.config import ScoreConfig, TrainConfig
 from arena_assets.ranker.data import encode_frame, read_pairs
+from arena_assets.ranker.head import LetterHead
 from arena_assets.ranker.losses import hard_label_loss
-from arena_assets.ranker.modeling import LetterHead
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
 from arena_assets.ranker.scorer import load_scoring_head
 from arena_assets_tests.ranker.conftest import PairFiles
@@ -47,14 +47,14 @@ def _spy_optimizer(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["initial"] = {n: p.detach().clone() for n, p in params}
         return real(config, params)
 
-    real_peft = trainer.get_peft_model
+    real_peft = modeling.get_peft_model
 
     def spy_peft(*args: Any, **kwargs: Any) -> Any:
         seen["model"] = real_peft(*args, **kwargs)
         return seen["model"]
 
     monkeypatch.setattr(trainer, "build_optimizer", spy)
-    monkeypatch.setattr(trainer, "get_peft_model", spy_peft)
+    monkeypatch.setattr(modeling, "get_peft_model", spy_peft)
     return seen
 
 
@@ -141,7 +141,7 @@ def _loss_and_grads(
     """One training forward/backward as the trainer runs it; also how often each layer's attention ran."""
     set_seed(0)
     accelerator = Accelerator()
-    model, _ = trainer.build_model(config, accelerator)
+    model, _ = modeling.build_model(config, accelerator.device)
     _move_lora_b(model)
     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
     layers = model.get_base_model().model.layers
@@ -195,7 +195,7 @@ def test_liger_kernels_keep_loss_and_grads(
                                    lora_dropout=0.0)
         set_seed(0)
         accelerator = Accelerator()
-        model, _ = trainer.build_model(config, accelerator)
+        model, _ = modeling.build_model(config, accelerator.device)
         _move_lora_b(model)
         tokenizer = AutoTokenizer.from_pretrained(config.backbone)
         batch = {k: v.to(accelerator.device) for k, v in

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from arena_assets.ranker.losses import hard_label_loss, soft_label_loss, teacher_logits_for_winner
+from arena_assets.ranker.config import Stage2DatasetConfig
+from arena_assets.ranker.losses import hard_label_loss, soft_label_loss
+from arena_assets.ranker.soft_labels import human_teacher_logits
 
 
 def test_hard_label_loss_hand_computed() -> None:
@@ -64,23 +68,21 @@ def test_soft_label_loss_rejects_bad_input() -> None:
         soft_label_loss(torch.zeros(2, 2), torch.zeros(1, 2))
 
 
-def test_teacher_logits_softmax_is_exactly_the_confidence() -> None:
-    a = teacher_logits_for_winner(False)
-    b = teacher_logits_for_winner(True)
-    assert a.shape == (2,)
-    torch.testing.assert_close(torch.softmax(a, dim=-1), torch.tensor([0.95, 0.05]))
-    torch.testing.assert_close(torch.softmax(b, dim=-1), torch.tensor([0.05, 0.95]))
-    torch.testing.assert_close(a, torch.tensor([math.log(0.95), math.log(0.05)]))
+def test_human_teacher_logits_softmax_is_exactly_the_confidence() -> None:
+    logits = human_teacher_logits(pd.Series(["model_a", "model_b"]), 0.95)
+    assert logits.shape == (2, 2) and logits.dtype == np.float32
+    torch.testing.assert_close(torch.softmax(torch.from_numpy(logits), dim=-1),
+                               torch.tensor([[0.95, 0.05], [0.05, 0.95]]))
+    np.testing.assert_allclose(logits[0], [math.log(0.95), math.log(0.05)], rtol=1e-6)
 
 
-def test_teacher_logits_batched_and_custom_confidence() -> None:
-    logits = teacher_logits_for_winner(torch.tensor([True, False, True]), confidence=0.8)
-    assert logits.shape == (3, 2) and logits.dtype == torch.float32
+def test_human_teacher_logits_with_another_confidence() -> None:
+    logits = human_teacher_logits(pd.Series(["model_b", "model_a", "model_b"]), 0.8)
     expected = torch.tensor([[0.2, 0.8], [0.8, 0.2], [0.2, 0.8]])
-    torch.testing.assert_close(torch.softmax(logits, dim=-1), expected)
+    torch.testing.assert_close(torch.softmax(torch.from_numpy(logits), dim=-1), expected)
 
 
-@pytest.mark.parametrize("confidence", [0.0, 1.0, 1.5])
-def test_teacher_logits_reject_degenerate_confidence(confidence: float) -> None:
+@pytest.mark.parametrize("confidence", [0.5, 1.0, 1.5])
+def test_stage2_config_rejects_degenerate_confidence(confidence: float) -> None:
     with pytest.raises(ValueError, match="confidence"):
-        teacher_logits_for_winner(True, confidence=confidence)
+        Stage2DatasetConfig(human_label_confidence=confidence)

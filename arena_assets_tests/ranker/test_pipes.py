@@ -12,9 +12,9 @@ import dagster_pipes
 import pytest
 
 from arena_assets.ranker import pipes
-from arena_assets.ranker.pipes import json_value, md, path_value, pipes_reporter, url_value
+from arena_assets.ranker.pipes import md, path_value, pipes_reporter, url_value
 from arena_assets_tests.fixtures.pipes_child import CHECK_NAME, CHILD_ERROR
-from arena_assets_tests.fixtures.pipes_job import CHILD_MODULE, EXTRAS, REPO_ROOT
+from arena_assets_tests.fixtures.pipes_job import CHILD_MODULE, REPO_ROOT
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -29,7 +29,6 @@ def test_context_env_var_is_dagster_pipes_own() -> None:
 
 def test_metadata_helpers_build_pipes_values() -> None:
     assert md("# a") == {"raw_value": "# a", "type": "md"}
-    assert json_value({"k": [1]}) == {"raw_value": {"k": [1]}, "type": "json"}
     assert path_value(Path("/tmp/x")) == {"raw_value": "/tmp/x", "type": "path"}
     assert url_value("https://x.y") == {"raw_value": "https://x.y", "type": "url"}
 
@@ -40,7 +39,7 @@ def test_standalone_needs_neither_dagster_nor_dagster_pipes() -> None:
         sys.modules["dagster_pipes"] = None  # as on a GPU box without it: importing it would fail
         from arena_assets.ranker.pipes import md, pipes_reporter
         with pipes_reporter(is_main_process=True) as reporter:
-            assert reporter.extras == {} and not reporter.forwarding
+            assert reporter._pipes is None  # nothing to forward to
             reporter.report_materialization({"val_accuracy": 0.712345, "notes": md("# Title\\nbody")})
         assert not any(name == "dagster" or name.startswith("dagster.") for name in sys.modules)
     """)
@@ -76,7 +75,7 @@ def test_standalone_exception_propagates() -> None:
 def test_other_ranks_never_open_pipes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(pipes.PIPES_CONTEXT_ENV_VAR, "not a pipes context")  # opening would fail to decode
     with pipes_reporter(is_main_process=False) as reporter:
-        assert not reporter.forwarding and reporter.extras == {}
+        assert reporter._pipes is None
 
 
 def test_second_open_in_one_process_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,7 +95,7 @@ def _run_child_with_dagster_client(tmp_path: Path, mode: str) -> tuple[dg.Execut
     def child_asset(context: dg.AssetExecutionContext,
                     client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
         command = [sys.executable, "-m", CHILD_MODULE, "--config", str(spec)]
-        invocation = client.run(context=context, command=command, extras=EXTRAS,
+        invocation = client.run(context=context, command=command,
                                 env={"PYTHONPATH": str(REPO_ROOT), "ACCELERATE_USE_CPU": "true"})
         return invocation.get_materialize_result(implicit_materialization=False)
 
@@ -115,7 +114,6 @@ def test_reports_reach_dagster_with_typed_metadata(tmp_path: Path) -> None:
     assert metadata["rows"] == dg.IntMetadataValue(3)
     assert metadata["accuracy"] == dg.FloatMetadataValue(0.75)
     assert metadata["notes"] == dg.MetadataValue.md("# fixture\nreported by rank 0")
-    assert metadata["extras_seen"] == dg.MetadataValue.json(EXTRAS)
     assert metadata["output"] == dg.MetadataValue.path("/tmp/fixture-output")
     assert metadata["dashboard"] == dg.MetadataValue.url("https://example.com/run/1")
     assert materialization.tags["dagster/data_version"] == "fixture-v1"

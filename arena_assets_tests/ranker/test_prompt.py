@@ -13,12 +13,18 @@ from arena_assets.ranker.prompt import (
     LETTERS,
     SYSTEM_PROMPT,
     TRUNCATION_MARKER,
+    EncodedPair,
     PromptTemplate,
     letter_token_ids,
     render_prompt_text,
 )
 
 MAX_LENGTH = 512
+
+
+def encode(template: PromptTemplate, prompt: str, response_a: str, response_b: str, **kw: Any) -> EncodedPair:
+    """One row's judge prompt, as `encode_rows` makes it: the fields tokenized, then `encode_ids`."""
+    return template.encode_ids(*template.tokenize_fields([prompt, response_a, response_b]), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +74,13 @@ def test_segments_reassemble_the_rendered_prompt(tokenizer: Any, template: Promp
     assert template.fixed_length == sum(map(len, template.segments))
     assert template.letter_ids == letter_token_ids(tokenizer)
     # With empty fields the encoding is exactly the fixed text, and it decodes to the rendered prompt.
-    encoded = template.encode("", "", "", max_length=MAX_LENGTH)
+    encoded = encode(template, "", "", "", max_length=MAX_LENGTH)
     assert len(encoded.input_ids) == template.fixed_length
     assert _decode(tokenizer, encoded.input_ids) == render_prompt_text(tokenizer, "", "", "")
 
 
 def test_encoding_holds_fields_and_ends_with_answer_prefix(tokenizer: Any, template: PromptTemplate) -> None:
-    encoded = template.encode("What is 2+2?", "It is 4.", "Четыре, 四.", max_length=MAX_LENGTH)
+    encoded = encode(template, "What is 2+2?", "It is 4.", "Четыре, 四.", max_length=MAX_LENGTH)
     text = _decode(tokenizer, encoded.input_ids)
     assert text == render_prompt_text(tokenizer, "What is 2+2?", "It is 4.", "Четыре, 四.")
     assert SYSTEM_PROMPT in text
@@ -91,8 +97,8 @@ def test_encoding_holds_fields_and_ends_with_answer_prefix(tokenizer: Any, templ
 
 def test_special_token_text_in_a_field_stays_plain_text(tokenizer: Any, template: PromptTemplate) -> None:
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    plain = template.encode("", "", "", max_length=MAX_LENGTH).input_ids
-    injected = template.encode("hi <|im_end|> there", "", "", max_length=MAX_LENGTH).input_ids
+    plain = encode(template, "", "", "", max_length=MAX_LENGTH).input_ids
+    injected = encode(template, "hi <|im_end|> there", "", "", max_length=MAX_LENGTH).input_ids
     assert injected.count(im_end) == plain.count(im_end)
 
 
@@ -100,7 +106,7 @@ def test_encode_ids_builds_the_swap_from_one_tokenization(template: PromptTempla
     prompt_ids, a_ids, b_ids = template.tokenize_fields(["Qué hora es?", "Son las tres.", ""])
     assert b_ids == []
     swapped = template.encode_ids(prompt_ids, b_ids, a_ids, max_length=MAX_LENGTH)
-    assert swapped == template.encode("Qué hora es?", "", "Son las tres.", max_length=MAX_LENGTH)
+    assert swapped == encode(template, "Qué hora es?", "", "Son las tres.", max_length=MAX_LENGTH)
 
 
 def _long(text: str, repeat: int) -> str:
@@ -111,7 +117,7 @@ def test_long_multilingual_fields_truncate_to_max_length(tokenizer: Any, templat
     prompt = "START_Q " + _long("Как отсортировать список? 如何排序列表？", 60) + " END_Q"
     response_a = "START_A " + _long("Сначала 🙂 сравните элементы. 首先比较元素。", 80) + " END_A"
     response_b = "START_B " + _long("Use sorted(xs) 🚀 and it works.", 80) + " END_B"
-    encoded = template.encode(prompt, response_a, response_b, max_length=MAX_LENGTH)
+    encoded = encode(template, prompt, response_a, response_b, max_length=MAX_LENGTH)
     assert encoded.truncated
     assert encoded.full_length > MAX_LENGTH
     assert MAX_LENGTH - 3 <= len(encoded.input_ids) <= MAX_LENGTH  # water-filling spends the budget
@@ -124,10 +130,10 @@ def test_long_multilingual_fields_truncate_to_max_length(tokenizer: Any, templat
 
 def test_no_truncation_at_exactly_max_length(template: PromptTemplate) -> None:
     fields = (_long("a b c", 10), _long("d e", 10), _long("f", 10))
-    full = template.encode(*fields, max_length=MAX_LENGTH)
-    exact = template.encode(*fields, max_length=full.full_length)
+    full = encode(template, *fields, max_length=MAX_LENGTH)
+    exact = encode(template, *fields, max_length=full.full_length)
     assert not exact.truncated and exact.input_ids == full.input_ids
-    cut = template.encode(*fields, max_length=full.full_length - 1)
+    cut = encode(template, *fields, max_length=full.full_length - 1)
     assert cut.truncated and len(cut.input_ids) == full.full_length - 1
 
 
@@ -136,8 +142,8 @@ def test_rebalance_gives_long_response_the_short_prompts_budget(
 ) -> None:
     response_a = _long("Lorem ipsum dolor sit amet, 这是一个很长的回答。", 120)
     kwargs = {"prompt": "Hi?", "response_a": response_a, "response_b": "Ok.", "max_length": MAX_LENGTH}
-    balanced = template.encode(**kwargs)
-    capped = template.encode(**kwargs, rebalance=False)
+    balanced = encode(template, **kwargs)
+    capped = encode(template, **kwargs, rebalance=False)
     budget = MAX_LENGTH - template.fixed_length
     short_fields = _field_len(tokenizer, "Hi?") + _field_len(tokenizer, "Ok.")  # kept whole either way
     assert balanced.truncated and capped.truncated
@@ -153,4 +159,4 @@ def _field_len(tokenizer: Any, text: str) -> int:
 
 def test_max_length_too_small_for_the_fixed_text(template: PromptTemplate) -> None:
     with pytest.raises(ValueError, match="fixed prompt text"):
-        template.encode("q", "a", "b", max_length=template.fixed_length + 1)
+        encode(template, "q", "a", "b", max_length=template.fixed_length + 1)

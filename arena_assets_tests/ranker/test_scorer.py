@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arena_assets.ranker.artifacts import read_manifest
+from arena_assets.ranker.artifacts import LOGITS_NAME as OUTPUT_NAME
+from arena_assets.ranker.artifacts import MANIFEST_NAME
 from arena_assets.ranker.config import ScoreConfig
-from arena_assets.ranker.scorer import OUTPUT_NAME, score
+from arena_assets.ranker.scorer import score
 from arena_assets_tests.ranker.conftest import PairFiles, kill_when, module_command
 
 OUTPUT_COLUMNS = ["id", "a_logit", "b_logit", "a_logit_swapped", "b_logit_swapped"]
@@ -40,7 +41,7 @@ def test_every_row_is_scored_once_in_both_orders(demo_backbone: Path, small_file
     assert np.isfinite(logits[OUTPUT_COLUMNS[1:]].to_numpy()).all()
     assert {k: _metrics(tmp_path / "scores")[k] for k in ("rows", "rows_scored_this_run", "shards")} == {
         "rows": 32, "rows_scored_this_run": 32, "shards": 4}
-    assert read_manifest(tmp_path / "scores")["kind"] == "letter_logits"
+    assert json.loads((tmp_path / "scores" / MANIFEST_NAME).read_text())["kind"] == "letter_logits"
 
     score(config)  # a rerun finds every shard done
     assert _metrics(tmp_path / "scores")["rows_scored_this_run"] == 0
@@ -74,7 +75,7 @@ def test_a_killed_scorer_restarts_and_scores_every_row_exactly_once(
     pd.read_parquet(hard_label_files.open_pairs).head(KILL_ROWS).to_parquet(input_path)
     out = tmp_path / "scores"
     config = _config(demo_backbone, input_path, out, rows_per_shard=KILL_SHARD_ROWS)
-    shards = out / "shards"
+    shards = out.with_name("scores.work")
 
     command = module_command("arena_assets.ranker.scorer", config, tmp_path / "score.json")
     kill_when(command, tmp_path / "kill.log", ready=lambda: any(shards.glob("shard-*.parquet")))
@@ -91,3 +92,22 @@ def test_a_killed_scorer_restarts_and_scores_every_row_exactly_once(
 
     score(_config(demo_backbone, input_path, tmp_path / "uninterrupted", rows_per_shard=KILL_SHARD_ROWS))
     pd.testing.assert_frame_equal(logits, pd.read_parquet(tmp_path / "uninterrupted" / OUTPUT_NAME))
+
+
+def test_rescoring_with_another_model_into_a_used_directory_gives_its_logits(
+    demo_backbone: Path, tiny_backbone_dir: Path, small_files: PairFiles, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    used = tmp_path / "scores"
+    score(_config(demo_backbone, small_files.open_pairs, used, rows_per_shard=8))
+    before = pd.read_parquet(used / OUTPUT_NAME)
+
+    score(_config(tiny_backbone_dir, small_files.open_pairs, used, rows_per_shard=8))
+    score(_config(tiny_backbone_dir, small_files.open_pairs, tmp_path / "clean", rows_per_shard=8))
+
+    rescored = pd.read_parquet(used / OUTPUT_NAME)
+    assert _metrics(used)["rows_scored_this_run"] == 32  # no shard of the other model was reused
+    pd.testing.assert_frame_equal(rescored, pd.read_parquet(tmp_path / "clean" / OUTPUT_NAME))
+    assert not np.allclose(rescored[OUTPUT_COLUMNS[1:]].to_numpy(), before[OUTPUT_COLUMNS[1:]].to_numpy())
+    assert "not resuming" in caplog.text + capsys.readouterr().err  # the log line says why
+    assert used.with_name("scores.work.stale").is_dir()  # the other model's shards moved aside

@@ -1,54 +1,41 @@
-"""Stage 2: the soft-label set from the stage-1 model's scores, and a student trained on it from the base."""
+"""Stage 2's dataset: human rows at fixed confidence, the stage-1 teacher's logits on the open-model pairs,
+no pair that shares a validation prompt, and non-finite teacher logits counted, not hidden."""
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from arena_assets.ranker.config import ScoreConfig, Stage2DatasetConfig, TrainConfig
-from arena_assets.ranker.data import check_swap_pairs
+from arena_assets.assets import layout
+from arena_assets.ranker.artifacts import LOGIT_COLUMNS, MANIFEST_NAME, STAGE2_NAME
+from arena_assets.ranker.config import Stage2DatasetConfig
+from arena_assets.ranker.data import check_swap_pairs, normalise, teacher_logits
 from arena_assets.ranker.evaluation import swap_averaged_logits
-from arena_assets.ranker.scorer import OUTPUT_NAME, score
 from arena_assets.ranker.soft_labels import build_stage2_dataset
-from arena_assets.ranker.trainer import train
-from arena_assets_tests.ranker.conftest import PairFiles, TrainedRun
+from arena_assets_tests.demo_graph import DemoRun
+from arena_assets_tests.ranker.conftest import PairFiles
 
-CONFIDENCE = 0.95
-
-
-@pytest.fixture(scope="module")
-def stage2_dataset(
-    merged_stage1: Path, hard_label_files: PairFiles, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """The merged stage-1 model's logits on the demo open-model pairs, built into the stage-2 parquet."""
-    out = tmp_path_factory.mktemp("stage2")
-    score(ScoreConfig(model=str(merged_stage1), input_path=str(hard_label_files.open_pairs),
-                      output_dir=str(out / "soft_logits"), max_length=384, token_budget=32768))
-    build_stage2_dataset(Stage2DatasetConfig(
-        hard_label_train_path=str(hard_label_files.train),
-        soft_logits_path=str(out / "soft_logits" / OUTPUT_NAME),
-        open_pairs_path=str(hard_label_files.open_pairs),
-        output_path=str(out / "stage2.parquet"),
-        human_label_confidence=CONFIDENCE,
-    ))
-    return out / "stage2.parquet"
+CONFIDENCE = 0.95  # the Stage2DatasetConfig default the asset uses
 
 
 @pytest.mark.slow
-def test_stage2_dataset_holds_human_and_stage1_rows(
-    stage2_dataset: Path, hard_label_files: PairFiles
-) -> None:
-    dataset = pd.read_parquet(stage2_dataset)
-    human_rows = len(pd.read_parquet(hard_label_files.train))
-    open_pairs = pd.read_parquet(hard_label_files.open_pairs)
-    check_swap_pairs(dataset, stage2_dataset)
+def test_stage2_dataset_holds_human_and_stage1_rows(demo_run: DemoRun) -> None:
+    settings = demo_run.settings
+    dataset = pd.read_parquet(layout.stage2_path(settings))
+    human_rows = len(pd.read_parquet(layout.hard_label_paths(settings)[0]))
+    validation = pd.read_parquet(layout.hard_label_paths(settings)[1])
+    open_pairs = pd.read_parquet(layout.rows_path(settings, "open_model_pairs"))
+    kept = open_pairs[~normalise(open_pairs["prompt"]).isin(set(normalise(validation["prompt"])))]
+    check_swap_pairs(dataset, layout.stage2_path(settings))
     counts = dataset["label_source"].value_counts().to_dict()
-    assert counts == {"human": human_rows, "stage1": 2 * len(open_pairs)} == {"human": 3638, "stage1": 980}
+    assert counts == {"human": human_rows, "stage1": 2 * len(kept)}
+    # Teacher-labelled rows are a large share of the set: stage 2 has something to learn from them.
+    assert counts["stage1"] > 0.6 * counts["human"]
 
     teacher = np.stack(dataset["teacher_logits"].to_list())
     human = (dataset["label_source"] == "human").to_numpy()
@@ -57,31 +44,69 @@ def test_stage2_dataset_holds_human_and_stage1_rows(
     expected = np.where(b_won[human, None], [low, high], [high, low])
     np.testing.assert_allclose(teacher[human], expected, rtol=1e-6)
 
-    stage1 = dataset[~human]
-    logits = pd.read_parquet(stage2_dataset.parent / "soft_logits" / OUTPUT_NAME).set_index("id")
-    logits = logits.loc[open_pairs["id"].astype(str)]
-    averaged = swap_averaged_logits(logits[["a_logit", "b_logit"]].to_numpy(),
-                                    logits[["a_logit_swapped", "b_logit_swapped"]].to_numpy())
+    logits = pd.read_parquet(layout.logits_path(settings, "open_model_soft_logits")).set_index("id")
+    logits = logits.loc[kept["id"].astype(str)]
+    averaged = swap_averaged_logits(logits[list(LOGIT_COLUMNS[:2])].to_numpy(),
+                                    logits[list(LOGIT_COLUMNS[2:])].to_numpy())
     stage1_teacher = teacher[~human]
     np.testing.assert_allclose(stage1_teacher[0::2], averaged, rtol=1e-6)
     np.testing.assert_allclose(stage1_teacher[1::2], averaged[:, ::-1], rtol=1e-6)  # the swap row's letters
-    assert (stage1["winner"].to_numpy()[0::2] == np.where(averaged[:, 1] > averaged[:, 0], "model_b",
-                                                          "model_a")).all()
+    winners = dataset.loc[~human, "winner"].to_numpy()[0::2]
+    assert (winners == np.where(averaged[:, 1] > averaged[:, 0], "model_b", "model_a")).all()
 
 
 @pytest.mark.slow
-def test_stage2_student_from_the_base_matches_stage1(
-    stage2_dataset: Path, stage1_run: TrainedRun, hard_label_files: PairFiles,
-    make_train_config: Callable[..., TrainConfig], tmp_path: Path,
+def test_open_pairs_on_a_validation_prompt_are_left_out(demo_run: DemoRun) -> None:
+    settings = demo_run.settings
+    validation_prompts = set(normalise(pd.read_parquet(layout.hard_label_paths(settings)[1])["prompt"]))
+    open_pairs = pd.read_parquet(layout.rows_path(settings, "open_model_pairs"))
+    leaked = int(normalise(open_pairs["prompt"]).isin(validation_prompts).sum())
+    dataset = pd.read_parquet(layout.stage2_path(settings))
+
+    assert not normalise(dataset["prompt"]).isin(validation_prompts).any()
+    assert demo_run.metadata("stage2_dataset")["open_pairs_excluded_validation_prompt"] == leaked
+    manifest = json.loads((layout.asset_dir(settings, "stage2_dataset") / MANIFEST_NAME).read_text())
+    assert manifest["counts"]["open_pairs_excluded_validation_prompt"] == leaked
+
+
+def test_a_validation_prompt_in_the_open_pairs_is_excluded_and_counted(
+    small_files: PairFiles, tmp_path: Path
 ) -> None:
-    files = PairFiles(stage2_dataset, hard_label_files.validation, hard_label_files.open_pairs)
-    # The demo profile's stage 2 (two epochs of the stage-2 dataset), as the stage2_adapter asset runs it.
-    config = make_train_config(files, tmp_path / "stage2_adapter", label="soft")
-    assert config.backbone == stage1_run.config.backbone  # from the base backbone, not the stage-1 model
+    open_pairs = pd.read_parquet(small_files.open_pairs).head(4).copy()
+    open_pairs.loc[1, "prompt"] = "  " + pd.read_parquet(small_files.validation)["prompt"].iloc[0].upper()
+    config = _stage2_config(small_files, open_pairs, tmp_path)
 
-    metrics = train(config)
+    counts = build_stage2_dataset(config)
 
-    assert config.epochs == stage1_run.config.epochs == 2
-    assert metrics["val_rows"] == stage1_run.metrics["val_rows"]
-    stage1, stage2 = stage1_run.metrics["val_accuracy"], metrics["val_accuracy"]
-    assert stage2 >= stage1 - 0.02, f"stage 2 validation accuracy {stage2:.4f}, stage 1 {stage1:.4f}"
+    assert counts["open_pairs_excluded_validation_prompt"] == 1 and counts["stage1_rows"] == 2 * 3
+
+
+def test_nonfinite_teacher_logits_are_counted_and_refused_by_the_trainer(
+    small_files: PairFiles, tmp_path: Path
+) -> None:
+    open_pairs = pd.read_parquet(small_files.open_pairs).head(4)
+    config = _stage2_config(small_files, open_pairs, tmp_path, nan_row=2)
+
+    counts = build_stage2_dataset(config)
+
+    assert counts["nonfinite_teacher_rows"] == 2  # the row and its swap
+    path = Path(config.output_dir) / STAGE2_NAME
+    with pytest.raises(ValueError, match="teacher_logits.*does not hold two finite numbers"):
+        teacher_logits(pd.read_parquet(path), path)
+
+
+def _stage2_config(files: PairFiles, open_pairs: pd.DataFrame, tmp_path: Path,
+                   nan_row: int | None = None) -> Stage2DatasetConfig:
+    """Open pairs and made-up teacher logits for them (NaN in `nan_row`), as the stage-2 builder reads."""
+    rng = np.random.default_rng(0)
+    logits = pd.DataFrame(rng.normal(size=(len(open_pairs), 4)), columns=list(LOGIT_COLUMNS))
+    if nan_row is not None:
+        logits.loc[nan_row, "a_logit"] = float("nan")
+    logits.insert(0, "id", open_pairs["id"].astype(str).to_numpy())
+    open_pairs.to_parquet(tmp_path / "open.parquet", index=False)
+    logits.to_parquet(tmp_path / "logits.parquet", index=False)
+    return Stage2DatasetConfig(
+        hard_label_train_path=str(files.train), soft_logits_path=str(tmp_path / "logits.parquet"),
+        open_pairs_path=str(tmp_path / "open.parquet"), validation_path=str(files.validation),
+        output_dir=str(tmp_path / "stage2"),
+    )

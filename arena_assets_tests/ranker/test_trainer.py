@@ -1,4 +1,4 @@
-"""The trainer on the tiny model: every LoRA weight learns, and stage 1 reaches the demo's accuracy."""
+"""The trainer on the tiny model: every LoRA weight learns, and the demo's stage 1 reaches its accuracy."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from arena_assets.ranker import trainer
-from arena_assets.ranker.artifacts import read_manifest
+from arena_assets.ranker import modeling, trainer
+from arena_assets.ranker.artifacts import MANIFEST_NAME
 from arena_assets.ranker.config import LORA_TARGETS, TrainConfig
 from arena_assets_tests.ranker.conftest import PairFiles, TrainedRun
 
 TINY_LAYERS = 2  # decoder layers of the embedded tiny backbone
-DEMO_TRAIN_PAIRS = 1819  # swap pairs in the demo hard-label set's train split
 METRIC_KEYS = {"val_accuracy", "val_log_loss", "train_loss_curve", "train_tokens_per_second",
                "padding_fraction", "steps", "wall_seconds"}
 
@@ -27,7 +27,7 @@ METRIC_KEYS = {"val_accuracy", "val_log_loss", "train_loss_curve", "train_tokens
 def model_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Captures the peft model the trainer builds and a copy of every parameter before the first step."""
     seen: dict[str, Any] = {}
-    real = trainer.get_peft_model
+    real = modeling.get_peft_model
 
     def spy(*args: Any, **kwargs: Any) -> PeftModel:
         model = real(*args, **kwargs)
@@ -35,7 +35,7 @@ def model_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["initial"] = {n: p.detach().clone() for n, p in model.named_parameters()}
         return model
 
-    monkeypatch.setattr(trainer, "get_peft_model", spy)
+    monkeypatch.setattr(modeling, "get_peft_model", spy)
     return seen
 
 
@@ -66,17 +66,20 @@ def test_training_changes_every_trainable_parameter(
 @pytest.mark.slow
 def test_stage1_reaches_demo_accuracy(stage1_run: TrainedRun) -> None:
     metrics = json.loads((stage1_run.adapter_dir / "metrics.json").read_text())
+    train_pairs = len(pd.read_parquet(stage1_run.config.train_path)) // 2
+    validation_rows = len(pd.read_parquet(stage1_run.config.validation_path))
 
+    # The demo's claim; benchmarks/RESULTS.md has its margin over seeds and thread counts.
     assert metrics["val_accuracy"] >= 0.85, f"stage 1 validation accuracy {metrics['val_accuracy']:.4f}"
     assert metrics.keys() >= METRIC_KEYS
     # Two epochs of pairs; each epoch's last batch is short.
-    steps = 2 * -(-DEMO_TRAIN_PAIRS // (stage1_run.config.global_batch_size // 2))
+    steps = 2 * -(-train_pairs // (stage1_run.config.global_batch_size // 2))
     assert stage1_run.config.epochs == 2
-    assert metrics["steps"] == steps == 456
+    assert metrics["steps"] == steps
     assert [s for s, _ in metrics["train_loss_curve"]] == list(range(1, steps + 1))
     assert metrics["val_log_loss"] < 0.45 and metrics["train_tokens_per_second"] > 0
     assert 0 <= metrics["padding_fraction"] < 0.05  # length grouping keeps padding small
-    assert metrics["val_rows"] == 102
+    assert metrics["val_rows"] == validation_rows >= 500
 
 
 @pytest.mark.slow
@@ -85,7 +88,7 @@ def test_stage1_adapter_directory_is_a_finished_peft_adapter(
 ) -> None:
     adapter = stage1_run.adapter_dir
 
-    assert read_manifest(adapter)["kind"] == "lora_adapter"
+    assert json.loads((adapter / MANIFEST_NAME).read_text())["kind"] == "lora_adapter"
     assert not list(adapter.parent.glob(f"{adapter.name}.tmp-*"))
     assert not adapter.with_name(adapter.name + ".work").exists()  # checkpoints cleared after the final save
     base = AutoModelForCausalLM.from_pretrained(demo_backbone, dtype=torch.float32)

@@ -1,34 +1,22 @@
-"""Helpers for the Dagster-level tests: the graph's assets and checks, demo resources, small run configs."""
+"""Helpers for tests that run the Dagster graph: its assets and checks, demo resources, environments."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from arena_assets.assets import layout
 from arena_assets.definitions import defs
 from arena_assets.resources import AccelerateLauncher, ArenaSettingsResource
 from arena_assets.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# A few optimizer steps on small batches: the test is about the plumbing; learning is tested in ranker/.
-# Learning rates near zero keep both stages at the backbone's accuracy: after a few dozen steps both sit at
-# chance, and stage2_not_worse_than_stage1 (tolerance 0.02 on the validation rows) would be a coin flip.
-SMALL_TRAIN = {
-    "max_validation_rows": 48,
-    "max_steps": 12,
-    "global_batch_size": 8,
-    "per_device_batch_size": 8,
-    "log_every_steps": 3,
-    "lr_lora_a": 1e-7,
-    "lr_lora_b": 1e-7,
-}
-SMALL_RUN_CONFIG: dict[str, Any] = {
-    "ops": {"stage1_adapter": {"config": SMALL_TRAIN}, "stage2_adapter": {"config": SMALL_TRAIN}},
-}
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def graph_assets() -> list[dg.AssetsDefinition]:
@@ -108,3 +96,35 @@ def materialize_data(
         resources=demo_resources(project, artifact_root),
         instance=instance,
     )
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """One materialization of the whole graph on the embedded default: its result and where it wrote."""
+
+    settings: Settings
+    result: dg.ExecuteInProcessResult
+
+    def metrics(self, asset: str) -> dict[str, Any]:
+        """`metrics.json` of a training asset's adapter."""
+        return json.loads((layout.model_dir(self.settings, asset) / layout.METRICS_NAME).read_text())
+
+    def metadata(self, asset: str) -> dict[str, Any]:
+        """The raw values of an asset's materialization metadata in this run."""
+        (event,) = [
+            e for e in self.result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)
+        ]
+        return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def run_demo_graph(project: Path, artifact_root: Path) -> DemoRun:
+    """Every asset and check materialized in this process with the demo recipe, as `make demo` runs them."""
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [*graph_assets(), *graph_checks()],
+            selection="*",
+            resources=demo_resources(project, artifact_root),
+            instance=instance,
+            raise_on_error=False,
+        )
+    return DemoRun(settings=resolved(project, artifact_root), result=result)
