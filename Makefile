@@ -32,7 +32,7 @@ $(DAGSTER_HOME)/.initialised: $(VENV)/.installed .dagster_home/dagster.yaml
 demo: $(DAGSTER_HOME)/.initialised
 	$(BIN)/arena build-demo
 	# Observe the raw files first, so the automation sensor sees them as already built from.
-	$(BIN)/dagster job execute -m arena_assets.definitions -j observe_raw_files > /dev/null
+	$(BIN)/arena observe > /dev/null
 	$(BIN)/dagster asset materialize -m arena_assets.definitions --select '*' -c configs/demo.yaml
 	$(BIN)/arena where
 

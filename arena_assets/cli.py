@@ -2,6 +2,7 @@
 
 arena validate --source S [--json] FILE...   check raw files before a long run
 arena build-demo [--force]                   build the embedded default (tiny model + sample data)
+arena observe                                record the raw files' content hashes in the Dagster home
 arena where                                  print where the settings point and what has been built
 """
 
@@ -72,6 +73,24 @@ def cmd_build_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_observe(args: argparse.Namespace) -> int:
+    """Report the raw file sets whose content changed to the Dagster home, as the sensor does (no run)."""
+    import dagster as dg
+
+    from arena_assets.assets.data import changed_observations
+    from arena_assets.settings import load_settings
+
+    instance = dg.DagsterInstance.get()  # DAGSTER_HOME; the Makefile exports the project's
+    observations = changed_observations(instance, load_settings())
+    for observation in observations:
+        instance.report_runless_asset_event(observation)
+        version = observation.tags["dagster/data_version"]
+        print(f"observed {observation.asset_key.to_user_string()}: {version}")
+    if not observations:
+        print("raw files unchanged since the last observation")
+    return EXIT_OK
+
+
 def cmd_where(args: argparse.Namespace) -> int:
     """Print the profile, its paths, and each asset's artifact directory with its state."""
     from arena_assets.assets import layout
@@ -123,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     build_demo = commands.add_parser("build-demo", help="build the embedded tiny model and sample raw files")
     build_demo.add_argument("--force", action="store_true", help="rebuild even if present (overwrites)")
     build_demo.set_defaults(func=cmd_build_demo)
+
+    observe = commands.add_parser("observe", help="record the raw files' content hashes (no Dagster run)")
+    observe.set_defaults(func=cmd_observe)
 
     where = commands.add_parser("where", help="print where the settings point and what has been built")
     where.set_defaults(func=cmd_where)

@@ -8,11 +8,11 @@ from arena_assets.assets import data, evaluation, stage1, stage2
 from arena_assets.automation import (
     REBUILD_WHEN_STALE,
     full_pipeline_job,
-    observe_raw_files_job,
-    observe_raw_files_schedule,
+    observe_raw_files_sensor,
     rebuild_stale_assets_sensor,
 )
 from arena_assets.resources import AccelerateLauncher, ArenaSettingsResource
+from arena_assets.runs import releasing_executor
 
 # data:       raw_files (observed), wsdm_train, wsdm_test, lmsys_55k, lmsys_33k, open_model_pairs,
 #             hard_label_set
@@ -30,8 +30,9 @@ defs = dg.Definitions(
         ),
     ],
     asset_checks=[check for stage in STAGES for check in stage.CHECKS],
-    jobs=[full_pipeline_job, observe_raw_files_job],
-    schedules=[observe_raw_files_schedule],
-    sensors=[rebuild_stale_assets_sensor],
+    jobs=[full_pipeline_job],
+    sensors=[observe_raw_files_sensor, rebuild_stale_assets_sensor],
     resources={"settings": ArenaSettingsResource(), "launcher": AccelerateLauncher()},
+    # Dagster's executor, after releasing the runs whose process died (a killed CLI run held the gpu pool).
+    executor=releasing_executor,
 )

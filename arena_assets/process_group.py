@@ -166,10 +166,54 @@ class SessionProcess:
         return bool(live)
 
 
-def _proc_table() -> dict[int, tuple[int, int, int, int, str]]:
-    """pid -> (ppid, pgid, sid, start time, state) for every process in /proc."""
+def process_start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), or None if it has ended (or there is no /proc)."""
+    entry = _proc_table(pid).get(pid)
+    return entry[3] if entry and entry[4] not in "ZX" else None
+
+
+def end_session(pid: int, start: int | None, *, grace_seconds: float) -> set[int]:
+    """End the process `pid` (when it still has start time `start`), its descendants and every process of
+    its session and group: SIGTERM, up to `grace_seconds`, then SIGKILL. Returns the pids signalled.
+
+    For a process tree whose parent is gone (the run that launched it was killed), where no SessionProcess
+    is left to end it.
+    """
+    if not _HAS_PROC or start is None or process_start_time(pid) != start:
+        return set()
+    table = _proc_table()
+    members = {pid: start}
+    changed = True
+    while changed:
+        changed = False
+        for other, (ppid, pgid, sid, other_start, state) in table.items():
+            if other not in members and state not in "ZX" and (pid in (pgid, sid) or ppid in members):
+                members[other] = other_start
+                changed = True
+    signalled: set[int] = set()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + (grace_seconds if sig == signal.SIGTERM else 5.0)
+        while True:
+            table = _proc_table()
+            live = [p for p, t in members.items()
+                    if p in table and table[p][3] == t and table[p][4] not in "ZX"]
+            if not live:
+                return signalled
+            for member in live:
+                with contextlib.suppress(ProcessLookupError):
+                    if not (sig == signal.SIGTERM and member in signalled):
+                        os.kill(member, sig)
+                    signalled.add(member)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(_POLL_SECONDS)
+    return signalled
+
+
+def _proc_table(only: int | None = None) -> dict[int, tuple[int, int, int, int, str]]:
+    """pid -> (ppid, pgid, sid, start time, state) for every process in /proc (or just `only`)."""
     table = {}
-    for entry in os.listdir("/proc"):
+    for entry in [str(only)] if only is not None else os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:

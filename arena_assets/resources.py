@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from arena_assets.process_group import SessionProcess
+from arena_assets.runs import CHILD_TAG, STEP_TAG, process_token
 from arena_assets.settings import Settings, load_settings
 
 # Exceptions the launchers raise about a failed rank; the rank's own exception is more useful in a headline.
@@ -122,6 +123,10 @@ class AccelerateLauncher(dg.ConfigurableResource):
                                    message_reader=dg.PipesTempFileMessageReader()) as session:
             env = {**os.environ, **self.launch_env(), **session.get_bootstrap_env_vars()}
             with SessionProcess(cmd, env=env, grace_seconds=self.termination_grace_seconds) as child:
+                # Should this run's process die, the next run ends this step and its child (runs.py).
+                step = context.asset_key.to_user_string()
+                context.instance.add_run_tags(context.run_id, {
+                    STEP_TAG + step: process_token(os.getpid()), CHILD_TAG + step: process_token(child.pid)})
                 try:
                     code = child.wait()
                 except BaseException as exc:  # KeyboardInterrupt, DagsterExecutionInterruptedError, ...

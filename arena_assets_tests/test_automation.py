@@ -1,4 +1,4 @@
-"""Automation: the schedule that observes the raw files, and the sensor that rebuilds what they made stale."""
+"""Automation: the sensor that observes the raw files (no runs), and the one that rebuilds what is stale."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,  # not exported; what a check run records as its target
 )
 
-from arena_assets.automation import OBSERVE_CRON
+from arena_assets.automation import OBSERVE_SECONDS, observe_raw_files_sensor
 from arena_assets.definitions import defs
+from arena_assets.resources import ArenaSettingsResource
 
 RAW_FILES = {
     "wsdm_train_files",
@@ -41,12 +42,23 @@ def built_by_hand(instance: dg.DagsterInstance, graph: dg.AssetGraph) -> None:
         instance.report_runless_asset_event(dg.AssetMaterialization(key))
 
 
-def test_schedule_and_sensor_run_out_of_the_box() -> None:
-    schedule = defs.resolve_schedule_def("observe_raw_files_every_5_minutes")
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert schedule.cron_schedule == OBSERVE_CRON
-    job = defs.resolve_job_def(schedule.job_name)
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == RAW_FILES
+def observe(instance: dg.DagsterInstance, raw_dir: Path) -> int:
+    """One tick of the observing sensor, its events recorded as the daemon records them; returns how many."""
+    context = dg.build_sensor_context(
+        instance=instance, resources={"settings": ArenaSettingsResource(raw_dir=str(raw_dir))}
+    )
+    result = observe_raw_files_sensor(context)
+    assert not result.run_requests  # observations only: the run list stays clean
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    return len(result.asset_events)
+
+
+def test_sensors_run_out_of_the_box() -> None:
+    observing = defs.resolve_sensor_def("observe_raw_files")
+    assert observing.default_status == dg.DefaultSensorStatus.RUNNING
+    assert observing.minimum_interval_seconds == OBSERVE_SECONDS <= 60
+    assert not defs.schedules and {job.name for job in defs.jobs or []} == {"full_pipeline"}
     sensor = defs.resolve_sensor_def("rebuild_stale_assets")
     assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
@@ -57,29 +69,33 @@ def test_changed_raw_file_requests_its_dataset(
 ) -> None:
     raw_dir = tmp_path / "raw"
     shutil.copytree(demo_project / "data/raw/demo", raw_dir)
-    monkeypatch.setenv("ARENA_RAW_DIR", str(raw_dir))  # what the Definitions' settings resource reads
-    observe = defs.get_job_def("observe_raw_files")
     with dg.instance_for_test() as instance:
-        assert observe.execute_in_process(instance=instance).success
+        assert observe(instance, raw_dir) == len(RAW_FILES)
+        assert not instance.get_runs()
         built_by_hand(instance, graph)
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         assert requested(first, graph) == set()
 
-        # Same files observed again: same content hashes, nothing stale.
-        assert observe.execute_in_process(instance=instance).success
+        # Observed again, and again after a touch that keeps the content: nothing new, nothing stale.
+        assert observe(instance, raw_dir) == 0
+        (raw_dir / "wsdm" / "train.parquet").touch()
+        assert observe(instance, raw_dir) == 0
         unchanged = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         assert requested(unchanged, graph) == set()
 
         train = raw_dir / "wsdm" / "train.parquet"
         pd.read_parquet(train).iloc[:-1].to_parquet(train, index=False)
-        assert observe.execute_in_process(instance=instance).success
+        assert observe(instance, raw_dir) == 1
         changed = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=unchanged.cursor)
         # wsdm_train and, in the same run, the hard-label set built from it; stage 1 waits for that
         # hard-label set's blocking checks. The other sources are untouched.
         assert requested(changed, graph) == {"wsdm_train", "hard_label_set"}
 
+        # A second tick for the same change requests nothing.
+        assert observe(instance, raw_dir) == 0
         again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=changed.cursor)
         assert requested(again, graph) == set()
+        assert not instance.get_runs()
 
 
 def _hard_label_set_built(instance: dg.DagsterInstance, graph: dg.AssetGraph, *, failed: set[str]) -> None:

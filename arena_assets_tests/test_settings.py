@@ -75,3 +75,11 @@ def test_the_standalone_recipe_file_is_the_asset_run_with_other_paths(demo_run: 
     assert Path(standalone.train_path) == layout.hard_label_paths(demo)[0]
     assert Path(standalone.validation_path) == layout.hard_label_paths(demo)[1]
     assert Path(standalone.backbone) == demo.backbone
+
+
+def test_long_runs_checkpoint_and_the_demo_does_not(tmp_path: Path) -> None:
+    for step in ("stage1", "stage2"):
+        qwen = Settings(profile="qwen14b", project_dir=tmp_path).ranker_config(TrainConfig, step)
+        assert 0 < qwen.checkpoint_every_minutes <= 30 and qwen.resume  # a kill loses at most 30 minutes
+        demo = Settings(profile="demo", project_dir=tmp_path).ranker_config(TrainConfig, step)
+        assert not (demo.checkpoint_every_minutes or demo.checkpoint_every_steps)  # minutes of CPU: free

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from arena_assets import hard_labels, readers
 from arena_assets.assets import layout
 from arena_assets.assets.gpu_steps import ranker_config
 from arena_assets.assets.metadata import (
@@ -23,7 +24,7 @@ from arena_assets.assets.metadata import (
     language_mix,
 )
 from arena_assets.hard_labels import build_hard_label_set
-from arena_assets.ranker.artifacts import atomic_directory, file_sha256, write_manifest
+from arena_assets.ranker.artifacts import atomic_directory, file_sha256, source_version, write_manifest
 from arena_assets.ranker.config import TrainConfig
 from arena_assets.ranker.data import broken_swap_pairs, normalise
 from arena_assets.readers import LMSYS_SOURCES, read_source
@@ -31,6 +32,10 @@ from arena_assets.readers.schema import CANONICAL_COLUMNS, WINNERS, ReaderError
 from arena_assets.resources import ArenaSettingsResource
 from arena_assets.settings import Settings
 
+# The code the data assets run: the readers, the hard-label builder and this module.
+READERS_DIR, HARD_LABELS_MODULE = Path(readers.__file__).parent, Path(hard_labels.__file__)
+DATA_CODE_VERSION = source_version(READERS_DIR, HARD_LABELS_MODULE, Path(__file__))
+DATA_VERSION_TAG = "dagster/data_version"  # where an observation records its data version
 HARD_LABEL_SOURCES = ("wsdm_train", "lmsys_55k", "lmsys_33k")  # priority order for duplicates
 HARD_LABEL_COLUMNS = (*CANONICAL_COLUMNS, "pair_id", "is_swapped")
 LABEL_SHARE_BOUNDS = (0.3, 0.7)  # share of B wins among original rows; outside it the data is suspicious
@@ -94,6 +99,21 @@ def files_version(paths: list[Path]) -> str:
     return digest.hexdigest()[:24]
 
 
+def observe_raw_files(settings: Settings) -> list[dg.ObserveResult]:
+    """One observation per raw file set: its content-hash data version, file list and count."""
+    results = []
+    for source in RAW_SOURCES:
+        paths = [p for p in source.paths(settings) if p.is_file()]
+        results.append(
+            dg.ObserveResult(
+                asset_key=source.file_key,
+                data_version=dg.DataVersion(files_version(paths) if paths else "missing"),
+                metadata={"files": dg.MetadataValue.json([str(p) for p in paths]), "file_count": len(paths)},
+            )
+        )
+    return results
+
+
 @dg.multi_observable_source_asset(
     specs=[
         dg.AssetSpec(
@@ -108,15 +128,23 @@ def files_version(paths: list[Path]) -> str:
     description="Observes the raw input files; a new content hash marks everything downstream stale.",
 )
 def raw_files(settings: ArenaSettingsResource):
-    """Content-hash data versions of every raw file set."""
-    resolved = settings.settings()
-    for source in RAW_SOURCES:
-        paths = [p for p in source.paths(resolved) if p.is_file()]
-        yield dg.ObserveResult(
-            asset_key=source.file_key,
-            data_version=dg.DataVersion(files_version(paths) if paths else "missing"),
-            metadata={"files": dg.MetadataValue.json([str(p) for p in paths]), "file_count": len(paths)},
-        )
+    """Content-hash data versions of every raw file set (the UI's Observe; the sensor needs no run)."""
+    yield from observe_raw_files(settings.settings())
+
+
+def changed_observations(instance: dg.DagsterInstance, settings: Settings) -> list[dg.AssetObservation]:
+    """Observations of the raw file sets whose data version differs from the one last recorded."""
+    changed = []
+    for result in observe_raw_files(settings):
+        key = dg.AssetKey.from_coercible(result.asset_key)
+        record = instance.get_latest_data_version_record(key, is_source=True)
+        version = result.data_version.value
+        recorded = (record.event_log_entry.tags or {}).get(DATA_VERSION_TAG) if record else None
+        if recorded != version:
+            changed.append(
+                dg.AssetObservation(asset_key=key, metadata=result.metadata, tags={DATA_VERSION_TAG: version})
+            )
+    return changed
 
 
 def read_raw(source: RawSource, settings: Settings):
@@ -143,7 +171,7 @@ def raw_dataset_asset(source: RawSource) -> dg.AssetsDefinition:
         deps=[source.file_key],
         kinds={"pandas", "parquet"},
         description=source.description,
-        code_version="1",
+        code_version=DATA_CODE_VERSION,
     )
     def _raw_dataset(settings: ArenaSettingsResource) -> dg.MaterializeResult:
         resolved = settings.settings()
@@ -191,7 +219,12 @@ def token_length_metadata(settings: Settings, frame: pd.DataFrame) -> dict[str, 
     return {"max_length": max_length, **{k: round(v, 4) for k, v in encoded.length_report().items()}}
 
 
-@dg.asset(group_name="data", deps=list(HARD_LABEL_SOURCES), kinds={"pandas", "parquet"}, code_version="1")
+@dg.asset(
+    group_name="data",
+    deps=list(HARD_LABEL_SOURCES),
+    kinds={"pandas", "parquet"},
+    code_version=DATA_CODE_VERSION,
+)
 def hard_label_set(settings: ArenaSettingsResource) -> dg.MaterializeResult:
     """Stage-1 rows: one per human-judged (prompt, A, B), deduplicated across sources, ties dropped; each
     train row is followed by its A/B swap (same pair_id, label flipped); validation is split by prompt."""
@@ -232,15 +265,16 @@ def hard_label_set(settings: ArenaSettingsResource) -> dg.MaterializeResult:
     )
 
 
-def _hard_label_frames(settings: ArenaSettingsResource) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return tuple(pd.read_parquet(p) for p in layout.hard_label_paths(settings.settings()))  # type: ignore[return-value]
+def _hard_label_frames(settings: ArenaSettingsResource) -> dict[str, pd.DataFrame]:
+    """The hard-label set's train and validation frames by file name, in that order."""
+    return {p.name: pd.read_parquet(p) for p in layout.hard_label_paths(settings.settings())}
 
 
 @dg.asset_check(asset=hard_label_set, blocking=True)
 def hard_label_schema(settings: ArenaSettingsResource) -> dg.AssetCheckResult:
     """Both splits have the canonical columns plus pair_id/is_swapped, and every winner is model_a/model_b."""
     problems = {}
-    for name, frame in zip(("train", "validation"), _hard_label_frames(settings), strict=True):
+    for name, frame in _hard_label_frames(settings).items():
         missing = [c for c in HARD_LABEL_COLUMNS if c not in frame.columns]
         bad_winners = int((~frame["winner"].isin(WINNERS)).sum()) if "winner" in frame else len(frame)
         if missing or bad_winners:
@@ -251,7 +285,7 @@ def hard_label_schema(settings: ArenaSettingsResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset=hard_label_set)
 def label_balance_within_bounds(settings: ArenaSettingsResource) -> dg.AssetCheckResult:
     """The share of B wins among original training rows lies within LABEL_SHARE_BOUNDS."""
-    train, _ = _hard_label_frames(settings)
+    train, _ = _hard_label_frames(settings).values()
     share = float((train.loc[~train["is_swapped"], "winner"] == "model_b").mean())
     low, high = LABEL_SHARE_BOUNDS
     return dg.AssetCheckResult(
@@ -264,7 +298,7 @@ def label_balance_within_bounds(settings: ArenaSettingsResource) -> dg.AssetChec
 @dg.asset_check(asset=hard_label_set, blocking=True)
 def no_prompt_in_both_splits(settings: ArenaSettingsResource) -> dg.AssetCheckResult:
     """No normalised prompt appears in both the train and the validation split."""
-    train, validation = _hard_label_frames(settings)
+    train, validation = _hard_label_frames(settings).values()
     shared = set(normalise(train["prompt"])) & set(normalise(validation["prompt"]))
     return dg.AssetCheckResult(
         passed=not shared, metadata={"observed_shared_prompts": len(shared), "expected_shared_prompts": 0}
@@ -274,9 +308,10 @@ def no_prompt_in_both_splits(settings: ArenaSettingsResource) -> dg.AssetCheckRe
 @dg.asset_check(asset=hard_label_set, blocking=True)
 def swap_pairs_complete(settings: ArenaSettingsResource) -> dg.AssetCheckResult:
     """Train rows come as (original, swap) pairs: one pair_id, responses exchanged, label flipped."""
-    train, _ = _hard_label_frames(settings)
+    train, _ = _hard_label_frames(settings).values()
     if len(train) % 2:
-        return dg.AssetCheckResult(passed=False, metadata={"observed_rows": len(train), "expected": "even"})
+        metadata = {"observed_rows": len(train), "expected": "even count"}
+        return dg.AssetCheckResult(passed=False, metadata=metadata)
     broken = broken_swap_pairs(train)
     return dg.AssetCheckResult(
         passed=not broken.any(),

@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from arena_assets.assets import layout
-from arena_assets.assets.gpu_steps import GPU_POOL, GPU_TAGS, ScoreRunConfig, score
+from arena_assets.assets.gpu_steps import GPU_POOL, GPU_TAGS, RANKER_CODE_VERSION, ScoreRunConfig, score
 from arena_assets.assets.metadata import artifact_metadata, metrics_table
 from arena_assets.ranker.artifacts import atomic_write_parquet, atomic_write_text
 from arena_assets.ranker.evaluation import evaluation_report, read_logits, submission_frame
@@ -26,7 +26,7 @@ TEST_LABELS_NAME = "test_labels.parquet"
     pool=GPU_POOL,
     tags=GPU_TAGS,
     kinds={"pytorch", "json"},
-    code_version="1",
+    code_version=RANKER_CODE_VERSION,
 )
 def evaluation(
     context: dg.AssetExecutionContext,
@@ -69,7 +69,7 @@ def evaluation(
     pool=GPU_POOL,
     tags=GPU_TAGS,
     kinds={"pytorch", "csv"},
-    code_version="1",
+    code_version=RANKER_CODE_VERSION,
 )
 def submission(
     context: dg.AssetExecutionContext,

@@ -16,6 +16,7 @@ import dagster as dg
 from pydantic import Field, create_model
 
 from arena_assets.assets import layout
+from arena_assets.ranker.artifacts import RANKER_DIR, source_version
 from arena_assets.ranker.config import (
     MergeConfig,
     ScoreConfig,
@@ -30,6 +31,8 @@ from arena_assets.settings import RankerStep, Settings
 
 GPU_POOL = "gpu"
 GPU_TAGS = {"arena/gpu": "true"}
+# The code a GPU step runs: the ranker and this wiring. A change to either marks these assets stale.
+RANKER_CODE_VERSION = source_version(RANKER_DIR, Path(__file__))
 
 # Fields each asset sets from the artifact layout, and benchmark-only fields: not in the launchpad.
 _TRAIN_WIRED = {"backbone", "output_dir", "train_path", "validation_path", "label", "random_init"}
@@ -119,7 +122,7 @@ def adapter_asset(
         pool=GPU_POOL,
         tags=GPU_TAGS,
         kinds={"pytorch", "peft"},
-        code_version="1",
+        code_version=RANKER_CODE_VERSION,
         description=description,
     )
     def _adapter(
@@ -152,7 +155,7 @@ def merge_asset(name: str, adapter: str, group: str, description: str) -> dg.Ass
         pool=GPU_POOL,
         tags=GPU_TAGS,
         kinds={"pytorch", "safetensors"},
-        code_version="1",
+        code_version=RANKER_CODE_VERSION,
         description=description,
         check_specs=[
             dg.AssetCheckSpec(

@@ -64,11 +64,21 @@ def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
 
 def metrics_table(groups: Mapping[str, Mapping[str, float]], *, key: str) -> dg.TableMetadataValue:
     """Rows, accuracy (both orders averaged) and log loss per group, largest group first."""
-    columns = [dg.TableColumn(key, "string"), dg.TableColumn("rows", "int"),
-               dg.TableColumn("accuracy", "float"), dg.TableColumn("log_loss", "float")]
+    columns = [
+        dg.TableColumn(key, "string"),
+        dg.TableColumn("rows", "int"),
+        dg.TableColumn("accuracy", "float"),
+        dg.TableColumn("log_loss", "float"),
+    ]
     records = [
-        dg.TableRecord({key: name, "rows": int(m["rows"]), "accuracy": round(m["accuracy_tta"], 4),
-                        "log_loss": round(m["log_loss_tta"], 4)})
+        dg.TableRecord(
+            {
+                key: name,
+                "rows": int(m["rows"]),
+                "accuracy": round(m["accuracy_tta"], 4),
+                "log_loss": round(m["log_loss_tta"], 4),
+            }
+        )
         for name, m in sorted(groups.items(), key=lambda kv: (-kv[1]["rows"], kv[0]))
     ]
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))

@@ -8,6 +8,7 @@ from arena_assets.assets import layout
 from arena_assets.assets.gpu_steps import (
     GPU_POOL,
     GPU_TAGS,
+    RANKER_CODE_VERSION,
     ScoreRunConfig,
     adapter_asset,
     merge_asset,
@@ -37,7 +38,7 @@ merged_stage1_model = merge_asset(
     pool=GPU_POOL,
     tags=GPU_TAGS,
     kinds={"pytorch", "parquet"},
-    code_version="1",
+    code_version=RANKER_CODE_VERSION,
 )
 def open_model_soft_logits(
     context: dg.AssetExecutionContext,

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from arena_assets.assets import layout
-from arena_assets.assets.gpu_steps import adapter_asset, merge_asset
+from arena_assets.assets.gpu_steps import RANKER_CODE_VERSION, adapter_asset, merge_asset
 from arena_assets.assets.metadata import artifact_metadata, column_schema, count_table
 from arena_assets.ranker.config import Stage2DatasetConfig
 from arena_assets.ranker.soft_labels import build_stage2_dataset
@@ -21,7 +21,7 @@ STAGE2_TOLERANCE = 0.02  # stage 2 may trail stage 1 by this much validation acc
     group_name="stage2",
     deps=["hard_label_set", "open_model_soft_logits", "open_model_pairs"],
     kinds={"pandas", "parquet"},
-    code_version="1",
+    code_version=RANKER_CODE_VERSION,
     check_specs=[
         dg.AssetCheckSpec(
             SOFT_LABELS_FINITE,

@@ -29,12 +29,13 @@ TMP_MARK = ".tmp-"  # a sibling being written; never a finished artifact
 def atomic_directory(final_dir: Path) -> Iterator[Path]:
     """Yield a fresh temporary directory beside `final_dir`; on success replace `final_dir` with it.
 
-    A crash leaves only a `.tmp-*` sibling, never a half-written `final_dir`; the next run removes it.
+    A crash leaves only a `.tmp-<pid>-*` sibling, never a half-written `final_dir`; a later writer removes
+    it once that pid is gone. Two writers of one directory never touch each other's temporary directory,
+    and their swaps take turns under a lock, so the last to finish wins whole.
     """
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final_dir.parent.glob(f"{final_dir.name}{TMP_MARK}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    _remove_abandoned(final_dir)
     tmp = final_dir.parent / f"{final_dir.name}{TMP_MARK}{os.getpid()}-{time.time_ns()}"
     tmp.mkdir()
     try:
@@ -42,20 +43,50 @@ def atomic_directory(final_dir: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final_dir.exists():
-        old = final_dir.parent / f"{final_dir.name}{TMP_MARK}old-{time.time_ns()}"
-        final_dir.rename(old)
+    with _locked(final_dir):
+        old = final_dir.parent / f"{final_dir.name}{TMP_MARK}{os.getpid()}-old-{time.time_ns()}"
+        if final_dir.exists():
+            final_dir.rename(old)
         tmp.rename(final_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def _locked(final_dir: Path) -> Iterator[None]:
+    """An exclusive lock for swapping `final_dir`: its parent directory, so no lock file is left about."""
+    import fcntl
+
+    descriptor = os.open(final_dir.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _remove_abandoned(final_dir: Path) -> None:
+    """Remove temporary siblings of `final_dir` whose writing process has ended (a crash or a kill)."""
+    for sibling in final_dir.parent.glob(f"{final_dir.name}{TMP_MARK}*"):
+        owner = sibling.name[len(final_dir.name) + len(TMP_MARK) :].split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{time.time_ns()}")
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -64,7 +95,7 @@ def atomic_write_parquet(frame: Any, path: Path) -> None:
     """Write a pandas frame to parquet through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{time.time_ns()}")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)
 

@@ -70,8 +70,14 @@ def read_parquet(
     required: Mapping[str, ColumnKind],
     source: str,
     optional: Mapping[str, ColumnKind] | None = None,
+    notes: Counter[str] | None = None,
 ) -> pd.DataFrame:
-    """Read the required (and present optional) columns of a parquet file, checking names and types."""
+    """Read the required (and present optional) columns of a parquet file, checking names and types.
+
+    Text that is not valid UTF-8 (parquet does not check it) would fail a later step with an error naming
+    no file or row: such values are repaired (each bad byte becomes U+FFFD) and the rows counted in
+    `notes["invalid_utf8_repaired"]`.
+    """
     check_file(path)
     try:
         schema = pq.read_schema(path)
@@ -95,11 +101,38 @@ def read_parquet(
                 column=column,
             )
     try:
-        frame = pd.read_parquet(path, columns=list(wanted))
+        table = pq.read_table(path, columns=list(wanted))
     except (pa.ArrowException, OSError) as exc:
         raise ReaderError(path, f"cannot read the data ({exc})", "Download or export it again.") from exc
+    table, repaired = _repair_utf8(table, [c for c, k in wanted.items() if k == "text"])
+    if notes is not None and repaired:
+        notes["invalid_utf8_repaired"] += repaired
+    frame = table.to_pandas()
     require_rows(path, frame)
     return frame
+
+
+def _repair_utf8(table: pa.Table, columns: Sequence[str]) -> tuple[pa.Table, int]:
+    """`table` with invalid UTF-8 in the string `columns` replaced (U+FFFD), and how many rows had any."""
+    bad_rows: set[int] = set()
+    for name in columns:
+        column = table.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        try:
+            column.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        fixed = []
+        for row, raw in enumerate(column.cast(pa.large_binary()).to_pylist()):
+            try:
+                fixed.append(None if raw is None else raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                fixed.append(raw.decode("utf-8", "replace"))
+                bad_rows.add(row)
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(fixed, pa.string()))
+    return table, len(bad_rows)
 
 
 def _non_utf8_line(path: Path) -> tuple[int, str]:
@@ -175,8 +208,7 @@ def ids_as_str(path: Path, ids: pd.Series) -> pd.Series:
         raise ReaderError(
             path, "id is null", "Every row needs an id; fix or remove this row.", column="id", row=row
         )
-    if pd.api.types.is_integer_dtype(ids):
-        return ids.astype("int64").astype("str")
+    # Integers as their exact digits: through int64 a uint64 id above 2**63 would wrap to a negative one.
     return ids.astype("str").str.strip()
 
 

@@ -53,8 +53,9 @@ def read_open_pairs(paths: Path | Sequence[Path]) -> ReadResult:
     """Read open-model pair parquet file(s) into the canonical frame (winner null), dropping by reason."""
     files = as_paths(paths)
     frames = []
+    notes: Counter[str] = Counter()
     for path in files:
-        frame = read_parquet(path, COLUMNS, SOURCE)
+        frame = read_parquet(path, COLUMNS, SOURCE, notes=notes)
         frame["id"] = ids_as_str(path, frame["id"])
         frames.append(frame)
     namespace_ids(frames, files)
@@ -64,4 +65,4 @@ def read_open_pairs(paths: Path | Sequence[Path]) -> ReadResult:
         frame[column] = clean_text(frame[column])
     drops: Counter[str] = Counter()
     frame = drop_unusable_text(frame, drops)
-    return ReadResult(to_canonical(frame, SOURCE), files, rows_read, drops)
+    return ReadResult(to_canonical(frame, SOURCE), files, rows_read, drops, notes)

@@ -71,7 +71,7 @@ def graph() -> dg.AssetGraph:
 def test_definitions_load() -> None:
     dg.Definitions.validate_loadable(defs)
     assert defs.resolve_implicit_global_asset_job_def() is not None
-    assert {job.name for job in defs.jobs or []} == {"full_pipeline", "observe_raw_files"}
+    assert {job.name for job in defs.jobs or []} == {"full_pipeline"}
     assert set(defs.resources or {}) == {"settings", "launcher"}
 
 

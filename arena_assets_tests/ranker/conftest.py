@@ -94,16 +94,14 @@ def make_train_config(demo_project: Path) -> Callable[..., TrainConfig]:
     settings = Settings(project_dir=demo_project)
 
     def build(files: PairFiles, output_dir: Path, **overrides: Any) -> TrainConfig:
-        return settings.ranker_config(
-            TrainConfig,
-            "stage1",
-            backbone=str(settings.backbone),
-            output_dir=str(output_dir),
-            train_path=str(files.train),
-            validation_path=str(files.validation),
-            log_every_steps=1000,
-            **overrides,
-        )
+        paths = {
+            "backbone": str(settings.backbone),
+            "output_dir": str(output_dir),
+            "train_path": str(files.train),
+            "validation_path": str(files.validation),
+        }
+        fields = {**paths, "log_every_steps": 1000, **overrides}
+        return settings.ranker_config(TrainConfig, "stage1", **fields)
 
     return build
 

@@ -22,8 +22,9 @@ def test_a_killed_run_resumes_to_the_same_result(
 ) -> None:
     def config(output_dir: Path) -> TrainConfig:
         # Dropout on, so the resumed run must also restore the random state.
-        return make_train_config(small_files, output_dir, epochs=2, max_steps=MAX_STEPS,
-                                 checkpoint_every_steps=2, lora_dropout=0.1, max_validation_rows=16)
+        return make_train_config(small_files, output_dir, epochs=2, max_steps=MAX_STEPS, global_batch_size=16,
+                                 per_device_batch_size=16, checkpoint_every_steps=2, lora_dropout=0.1,
+                                 max_validation_rows=16)
 
     reference = train(config(tmp_path / "unbroken" / "adapter"))
 

@@ -97,3 +97,55 @@ def test_test_file_repeated_id_is_an_error(write_parquet) -> None:
         ReaderError, match=r"test\.parquet, column 'id', row 2: id '1' appears more than once"
     ):
         read_wsdm_test(path)
+
+
+def _with_invalid_utf8(path, column: str, row: int) -> None:
+    """Rewrite `column` of `path` with bytes that are not UTF-8 in `row` (parquet does not check them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    raw = [v.encode() for v in table.column(column).to_pylist()]
+    raw[row] = b"caf\xe9 \xff au lait"  # latin-1 bytes inside a UTF-8 column
+    index = table.schema.get_field_index(column)
+    pq.write_table(table.set_column(index, column, pa.array(raw, pa.binary()).view(pa.string())), path)
+
+
+def test_text_that_is_not_utf8_is_repaired_and_noted(write_parquet) -> None:
+    path = write_parquet("train.parquet", [wsdm_row(1), wsdm_row(2)])
+    _with_invalid_utf8(path, "prompt", 1)
+
+    result = read_wsdm_train(path)
+
+    assert result.notes["invalid_utf8_repaired"] == 1 and result.rows_kept == 2
+    assert result.frame["prompt"].iloc[1] == "caf\ufffd \ufffd au lait"
+    # What later steps do with the text now works: string operations and a parquet round trip.
+    assert result.frame["prompt"].str.lower().iloc[1].startswith("caf")
+    result.frame.to_parquet(path.with_name("rows.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("ids", "bad"),
+    [
+        (["1", "abc"], "'abc'"),
+        (["1", "2.5"], "'2.5'"),
+        (["1", str(2**63)], repr(str(2**63))),
+    ],
+)
+def test_a_test_id_the_submission_cannot_hold_is_refused(write_parquet, ids: list[str], bad: str) -> None:
+    path = write_parquet("test.parquet", [wsdm_test_row(i, id=value) for i, value in enumerate(ids)])
+
+    with pytest.raises(ReaderError, match=rf"test.parquet, column 'id', row 1: id {bad} is not an integer"):
+        read_wsdm_test(path)
+
+
+def test_uint64_test_ids_above_int64_are_refused_not_wrapped(write_parquet, tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [wsdm_test_row(i) for i in range(2)]
+    table = pa.Table.from_pylist(rows).set_column(0, "id", pa.array([1, 2**63 + 5], pa.uint64()))
+    pq.write_table(table, tmp_path / "test.parquet")
+
+    with pytest.raises(ReaderError, match=r"row 1: id '9223372036854775813' is not an integer"):
+        read_wsdm_test(tmp_path / "test.parquet")
