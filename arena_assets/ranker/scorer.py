@@ -7,14 +7,16 @@ Writes the directory `<output_dir>` (atomically, once every shard is done) holdi
 `id, a_logit, b_logit, a_logit_swapped, b_logit_swapped` (the swapped columns are the letter logits when
 response_b is shown as A: `a_logit_swapped` is evidence for the original response_b), `metrics.json` and
 `manifest.json`. Rows are scored in shards of `rows_per_shard` under `<output_dir>.work/`, each written
-atomically and kept, so a killed or repeated run scores only what is missing; shards are reused only under
-the same fingerprint (input file, model and adapter, scoring config, code), never across models. With several
-processes, shard k belongs to rank k mod N; rank 0 merges the shards.
+atomically and kept, so a killed or repeated run scores only what is missing; a shard is reused only for the
+same rows (its file name holds a hash of their text) under the same model, adapter, scoring config and
+code, never across models. Rows appended to the input (a new open-model file) score only the new shards.
+With several processes, shard k belongs to rank k mod N; rank 0 merges the shards.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -33,13 +35,12 @@ from arena_assets.ranker.artifacts import (
     METRICS_NAME,
     atomic_directory,
     atomic_write_parquet,
-    file_sha256,
     model_identity,
     ranker_code_version,
     write_manifest,
 )
 from arena_assets.ranker.config import ScoreConfig, config_to_dict, load_config
-from arena_assets.ranker.data import encode_frame, read_pairs
+from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, score_sequences
 from arena_assets.ranker.modeling import load_backbone, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
@@ -66,11 +67,12 @@ def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[Letter
 
 
 def fingerprint(config: ScoreConfig) -> dict[str, Any]:
-    """What decides the logits: finished shards are reused only under the same fingerprint."""
-    inputs = {"input": file_sha256(Path(config.input_path)), "model": model_identity(config.model)}
+    """What decides the logits besides the rows: shards are reused only under the same fingerprint."""
+    inputs = {"model": model_identity(config.model)}
     if config.adapter_dir:
         inputs["adapter"] = model_identity(config.adapter_dir)
-    settings = {k: v for k, v in config_to_dict(config).items() if k != "output_dir"}
+    # The rows are each shard's own business (its name hashes them), so the input file is no part of this.
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in ("output_dir", "input_path")}
     return {"config": settings, "inputs": inputs, "code": ranker_code_version()}
 
 
@@ -107,10 +109,12 @@ def score(config: ScoreConfig) -> dict[str, Any]:
         rows_scored = tokens = 0
         scoring_seconds = 0.0  # the forward passes alone, not loading or merging
         for k in mine:
-            path = shard_dir / f"shard-{k:05d}.parquet"
+            part = frame.iloc[k * config.rows_per_shard : (k + 1) * config.rows_per_shard]
+            path = shard_path(shard_dir, k, part)
             if path.is_file():
                 continue
-            part = frame.iloc[k * config.rows_per_shard : (k + 1) * config.rows_per_shard]
+            for other in shard_dir.glob(f"shard-{k:05d}-*.parquet"):  # these rows' older version
+                other.unlink()
             result = pd.DataFrame({"id": part["id"].astype(str).to_numpy()})
             for swapped in (False, True) if config.both_orders else (False,):
                 encoded = encode_frame(
@@ -141,7 +145,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         if accelerator.is_main_process:
             rows_scored, tokens = (int(x) for x in totals.view(-1, 2).sum(0).tolist())
-            merged = _merge_shards(shard_dir, shard_count, frame)
+            merged = _merge_shards(shard_dir, shard_count, frame, config.rows_per_shard)
             values = merged[[c for c in LOGIT_COLUMNS if c in merged]].to_numpy()
             metrics = {
                 "rows": len(merged),
@@ -169,8 +173,19 @@ def score(config: ScoreConfig) -> dict[str, Any]:
         return metrics
 
 
-def _merge_shards(shard_dir: Path, shard_count: int, frame: pd.DataFrame) -> pd.DataFrame:
-    parts = [pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(shard_count)]
+def shard_path(shard_dir: Path, index: int, part: pd.DataFrame) -> Path:
+    """Shard `index` of these rows: its name carries a hash of their ids and text."""
+    content = pd.util.hash_pandas_object(part[["id", *PAIR_COLUMNS]], index=False).to_numpy()
+    return shard_dir / f"shard-{index:05d}-{hashlib.sha256(content.tobytes()).hexdigest()[:16]}.parquet"
+
+
+def _merge_shards(
+    shard_dir: Path, shard_count: int, frame: pd.DataFrame, rows_per_shard: int
+) -> pd.DataFrame:
+    parts = [
+        pd.read_parquet(shard_path(shard_dir, k, frame.iloc[k * rows_per_shard : (k + 1) * rows_per_shard]))
+        for k in range(shard_count)
+    ]
     merged = pd.concat(parts, ignore_index=True)
     expected = frame["id"].astype(str).to_numpy()
     if len(merged) != len(expected) or not (merged["id"].to_numpy() == expected).all():

@@ -111,3 +111,18 @@ def test_rescoring_with_another_model_into_a_used_directory_gives_its_logits(
     assert not np.allclose(rescored[OUTPUT_COLUMNS[1:]].to_numpy(), before[OUTPUT_COLUMNS[1:]].to_numpy())
     assert "not resuming" in caplog.text + capsys.readouterr().err  # the log line says why
     assert used.with_name("scores.work.stale").is_dir()  # the other model's shards moved aside
+
+
+def test_appended_rows_score_only_the_new_shards(demo_backbone: Path, small_files: PairFiles,
+                                                 tmp_path: Path) -> None:
+    pairs = pd.read_parquet(small_files.open_pairs)
+    pairs.head(24).to_parquet(tmp_path / "first.parquet")
+    score(_config(demo_backbone, tmp_path / "first.parquet", tmp_path / "scores", rows_per_shard=8))
+
+    # A new file of pairs comes after the old ones: three shards stay, the fourth is new.
+    score(_config(demo_backbone, small_files.open_pairs, tmp_path / "scores", rows_per_shard=8))
+    assert _metrics(tmp_path / "scores")["rows_scored_this_run"] == 8
+
+    score(_config(demo_backbone, small_files.open_pairs, tmp_path / "clean", rows_per_shard=8))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "scores" / OUTPUT_NAME),
+                                  pd.read_parquet(tmp_path / "clean" / OUTPUT_NAME))
