@@ -3,6 +3,9 @@
 arena validate --source S [--json] FILE...   check raw files before a long run
 arena build-demo [--force]                   build the embedded default (tiny model + sample data)
 arena observe                                record the raw files' content hashes in the Dagster home
+arena predict --model DIR IN OUT             winner probabilities for a parquet or CSV of pairs
+arena predict --model DIR --prompt P --response-a A --response-b B    ... for one pair
+arena bundle --model DIR OUT                 the model, the package's wheel and a predict script, offline
 arena where                                  print where the settings point and what has been built
 """
 
@@ -91,6 +94,47 @@ def cmd_observe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict a file of pairs (or one pair) with a merged model; no Dagster involved."""
+    from arena_assets.ranker.config import PredictConfig
+    from arena_assets.ranker.predict import predict, predict_one
+
+    single = (args.prompt, args.response_a, args.response_b)
+    if (args.input is None) == all(text is None for text in single) or (
+        args.input is None and None in single
+    ):
+        print("error: give IN OUT, or --prompt, --response-a and --response-b", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    config = PredictConfig(
+        model=str(args.model),
+        input_path=str(args.input or ""),
+        output_path=str(args.output or ""),
+        submission_path=str(args.submission or ""),
+        id_column=args.id_column,
+        max_length=args.max_length,
+        precision=args.precision,
+        device_map=args.device_map,
+        tta_share=args.tta_share,
+        tta_seconds=args.tta_seconds,
+    )
+    if args.input is None:
+        print(json.dumps(predict_one(config, *single), default=float))
+    else:
+        print(json.dumps(predict(config)))
+    return EXIT_OK
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Write an offline bundle: the model, this package as a wheel, and a predict script."""
+    from arena_assets.bundle import write_bundle
+
+    out = write_bundle(args.model, args.out)
+    print(
+        f"bundle written: {out}\n  run: python {out / 'predict.py'} --test test.parquet --out submission.csv"
+    )
+    return EXIT_OK
+
+
 def cmd_where(args: argparse.Namespace) -> int:
     """Print the profile, its paths, and each asset's artifact directory with its state."""
     from arena_assets.assets import layout
@@ -145,6 +189,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     observe = commands.add_parser("observe", help="record the raw files' content hashes (no Dagster run)")
     observe.set_defaults(func=cmd_observe)
+
+    predict = commands.add_parser("predict", help="winner probabilities for pairs with a merged model")
+    predict.add_argument("--model", required=True, type=Path, help="merged model directory (final_model)")
+    predict.add_argument("input", nargs="?", type=Path, metavar="IN", help="parquet or CSV of pairs")
+    predict.add_argument("output", nargs="?", type=Path, metavar="OUT", help="CSV of probabilities")
+    predict.add_argument("--submission", type=Path, help="also write the Kaggle id,winner CSV here")
+    predict.add_argument("--prompt", help="one pair instead of a file: the query")
+    predict.add_argument("--response-a")
+    predict.add_argument("--response-b")
+    predict.add_argument("--id-column", default="id")
+    predict.add_argument("--max-length", type=int, default=0, help="0: the length the model trained with")
+    predict.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    predict.add_argument(
+        "--device-map",
+        default="single",
+        choices=["single", "auto"],
+        help="auto: spread a model too large for one GPU over all of them",
+    )
+    predict.add_argument(
+        "--tta-share", type=float, default=1.0, help="rows also scored swapped, least sure first"
+    )
+    predict.add_argument("--tta-seconds", type=float, default=0.0, help="time for the swapped pass; 0: none")
+    predict.set_defaults(func=cmd_predict)
+
+    bundle = commands.add_parser("bundle", help="model + wheel + script for an offline notebook")
+    bundle.add_argument("--model", required=True, type=Path, help="merged model directory (final_model)")
+    bundle.add_argument("out", type=Path, help="directory to write")
+    bundle.set_defaults(func=cmd_bundle)
 
     where = commands.add_parser("where", help="print where the settings point and what has been built")
     where.set_defaults(func=cmd_where)

@@ -26,7 +26,7 @@ from arena_assets.ranker.config import TrainConfig, config_from_dict, field_type
 
 C = TypeVar("C")
 Profile = Literal["demo", "qwen14b"]
-RankerStep = Literal["stage1", "stage2", "score", "merge"]
+RankerStep = Literal["stage1", "stage2", "score", "merge", "predict"]
 
 # The profiles' recipe files: configs/ranker/<profile>/<step>.yaml, ranker config fields by name.
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs" / "ranker"

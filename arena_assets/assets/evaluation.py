@@ -10,10 +10,20 @@ import dagster as dg
 import pandas as pd
 
 from arena_assets.assets import layout
-from arena_assets.assets.gpu_steps import GPU_POOL, GPU_TAGS, RANKER_CODE_VERSION, ScoreRunConfig, score
+from arena_assets.assets.gpu_steps import (
+    GPU_POOL,
+    GPU_TAGS,
+    RANKER_CODE_VERSION,
+    PredictRunConfig,
+    ScoreRunConfig,
+    launch,
+    ranker_config,
+    score,
+)
 from arena_assets.assets.metadata import artifact_metadata, metrics_table
-from arena_assets.ranker.artifacts import atomic_write_parquet, atomic_write_text
-from arena_assets.ranker.evaluation import evaluation_report, read_logits, submission_frame
+from arena_assets.ranker.artifacts import atomic_write_text
+from arena_assets.ranker.config import PredictConfig
+from arena_assets.ranker.evaluation import evaluation_report, read_logits
 from arena_assets.resources import AccelerateLauncher, ArenaSettingsResource
 
 # Demo only: the embedded default ships the hidden test labels beside the test file; real test sets do not.
@@ -73,33 +83,23 @@ def evaluation(
 )
 def submission(
     context: dg.AssetExecutionContext,
-    config: ScoreRunConfig,
+    config: PredictRunConfig,
     settings: ArenaSettingsResource,
     launcher: AccelerateLauncher,
 ) -> dg.MaterializeResult:
-    """Kaggle submission `id,winner` for every WSDM test row, from the final model's swap-averaged logits."""
+    """Kaggle submission `id,winner` for every WSDM test row from the final model, by the predictor that runs
+    anywhere the model goes (`arena predict`): both orders for the least certain rows (all, by default)."""
     resolved = settings.settings()
-    test_path = layout.rows_path(resolved, "wsdm_test")
-    launched = score(
-        context,
-        launcher,
-        resolved,
-        config,
-        asset="submission",
-        model_asset="final_model",
-        input_path=test_path,
-    )
-    rows = pd.read_parquet(test_path)
-    frame = submission_frame(rows["id"], *read_logits(layout.logits_path(resolved, "submission"), rows["id"]))
-    out = layout.submission_path(resolved)
-    atomic_write_text(out, frame[["id", "winner"]].to_csv(index=False))
-    atomic_write_parquet(frame, out.with_suffix(".parquet"))
-    metadata = {
-        **(launched.metadata or {}),
-        "rows": len(frame),
-        "share_model_b": float((frame["winner"] == "model_b").mean()),
-        **artifact_metadata(out),
+    wiring = {
+        "model": str(layout.model_dir(resolved, "final_model")),
+        "input_path": str(layout.rows_path(resolved, "wsdm_test")),
+        "output_path": str(layout.predictions_path(resolved)),
+        "submission_path": str(layout.submission_path(resolved)),
     }
+    predict = ranker_config(PredictConfig, resolved, "predict", wiring=wiring, run_config=config)
+    launched = launch(context, launcher, "arena_assets.ranker.predict", predict, "submission", resolved)
+    frame = pd.read_csv(layout.predictions_path(resolved))
+    metadata = {**(launched.metadata or {}), **artifact_metadata(layout.submission_path(resolved))}
     labels_path = resolved.wsdm_test_path.with_name(TEST_LABELS_NAME)
     if labels_path.is_file():
         truth = pd.read_parquet(labels_path).set_index("id").loc[frame["id"], "winner"].to_numpy()

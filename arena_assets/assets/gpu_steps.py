@@ -19,6 +19,7 @@ from arena_assets.assets import layout
 from arena_assets.ranker.artifacts import RANKER_DIR, source_version
 from arena_assets.ranker.config import (
     MergeConfig,
+    PredictConfig,
     ScoreConfig,
     TrainConfig,
     field_defaults,
@@ -38,6 +39,7 @@ RANKER_CODE_VERSION = source_version(RANKER_DIR, Path(__file__))
 _TRAIN_WIRED = {"backbone", "output_dir", "train_path", "validation_path", "label", "random_init"}
 _MERGE_WIRED = {"backbone", "adapter_dir", "output_dir"}
 _SCORE_WIRED = {"model", "adapter_dir", "input_path", "id_column", "output_dir", "random_init"}
+_PREDICT_WIRED = {"model", "input_path", "id_column", "output_path", "submission_path"}
 
 
 def _schema_type(annotation: Any) -> Any:
@@ -71,6 +73,7 @@ def run_config_class(name: str, ranker_config: type, *, exclude: set[str]) -> ty
 TrainRunConfig = run_config_class("TrainRunConfig", TrainConfig, exclude=_TRAIN_WIRED)
 MergeRunConfig = run_config_class("MergeRunConfig", MergeConfig, exclude=_MERGE_WIRED)
 ScoreRunConfig = run_config_class("ScoreRunConfig", ScoreConfig, exclude=_SCORE_WIRED)
+PredictRunConfig = run_config_class("PredictRunConfig", PredictConfig, exclude=_PREDICT_WIRED)
 
 
 def ranker_config(

@@ -24,6 +24,7 @@ STAGE2_NAME = "stage2.parquet"
 MODEL_DIR_NAME = "model"  # an adapter or merged model directory inside its asset's directory
 SCORES_DIR_NAME = "scores"  # a scoring asset's logits, metrics and manifest
 CONFIG_NAME = "config.json"  # the ranker config an asset launched with
+PREDICTIONS_NAME = "predictions.csv"
 
 __all__ = [
     "CONFIG_NAME",
@@ -86,3 +87,8 @@ def report_path(settings: Settings) -> Path:
 def submission_path(settings: Settings) -> Path:
     """The Kaggle submission CSV."""
     return asset_dir(settings, "submission") / SUBMISSION_NAME
+
+
+def predictions_path(settings: Settings) -> Path:
+    """The submission asset's per-row probabilities (id, prob_a, prob_b, winner, both_orders)."""
+    return asset_dir(settings, "submission") / PREDICTIONS_NAME

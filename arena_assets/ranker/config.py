@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -28,7 +28,8 @@ class TrainConfig:
     lora_r: int = 64
     lora_alpha: int = 128
     lora_dropout: float = 0.01
-    lora_target_modules: tuple[str, ...] = LORA_TARGETS
+    # A list (held as a tuple once built), so a command line gives `--lora_target_modules q_proj v_proj`.
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
     random_init: bool = False  # benchmarks only: backbone from its config.json with random weights
     # data
     train_path: str = ""
@@ -46,7 +47,7 @@ class TrainConfig:
     lr_lora_a: float = 1e-5
     lr_lora_b: float = 5e-5
     weight_decay: float = 0.01
-    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     adam_eps: float = 1e-8
     optimizer: Literal["adamw", "adamw_8bit"] = "adamw"
     max_grad_norm: float = 16.0
@@ -72,8 +73,9 @@ class TrainConfig:
     wandb_run_name: str = ""
 
     def __post_init__(self) -> None:
-        self.lora_target_modules = tuple(self.lora_target_modules)
+        self.lora_target_modules = tuple(self.lora_target_modules)  # type: ignore[assignment]
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+        _require(len(self.adam_betas) == 2, "adam_betas holds two numbers")
         _require(
             self.per_device_batch_size > 0 and self.per_device_batch_size % 2 == 0,
             "per_device_batch_size must be a positive even number (a row and its swap share a batch)",
@@ -109,7 +111,7 @@ class MergeConfig:
     backbone: str = ""
     adapter_dir: str = ""
     output_dir: str = ""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, fp16 on older GPUs
     max_length: int = 4096
     probe_path: str = ""  # parquet of pairs for the parity probe; empty: built-in multilingual probe
     probe_rows: int = 8
@@ -133,13 +135,42 @@ class ScoreConfig:
     token_budget: int = 16384  # padded tokens per batch
     max_batch_rows: int = 64
     rows_per_shard: int = 2048
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, fp16 on older GPUs
     use_liger: Literal["auto", "on", "off"] = "auto"
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
 
     def __post_init__(self) -> None:
         _require(self.token_budget >= self.max_length, "token_budget must hold at least one max_length row")
         _require(self.rows_per_shard > 0, "rows_per_shard must be positive")
+
+
+@dataclass
+class PredictConfig:
+    """`python -m arena_assets.ranker.predict --config F`: winner probabilities from a merged model.
+
+    Test-time augmentation as the top WSDM solutions ran it: every row in one order, then the swapped order
+    for the least certain rows (smallest |p(A) - p(B)| first) until `tta_share` of the rows or `tta_seconds`
+    run out; those rows average both orders.
+    """
+
+    model: str = ""  # merged model directory (what final_model writes); any Qwen2/Llama-style causal LM
+    input_path: str = ""  # parquet or CSV with id_column, prompt, response_a, response_b
+    id_column: str = "id"
+    output_path: str = ""  # CSV: id, prob_a, prob_b, winner, both_orders
+    submission_path: str = ""  # optional: Kaggle `id,winner` CSV beside it
+    max_length: int = 0  # 0: the max length the model was trained with (its ranker.json)
+    rebalance_truncation: bool = True
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, fp16 on older GPUs
+    device_map: Literal["single", "auto"] = "single"  # auto: split a model too large for one GPU across all
+    token_budget: int = 16384  # padded tokens per batch
+    max_batch_rows: int = 64
+    tta_share: float = 1.0  # share of rows, least certain first, that are also scored swapped (0: none)
+    tta_seconds: float = 0.0  # time budget for the swapped pass (0: none)
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.tta_share <= 1.0, "tta_share is a share in [0, 1]")
+        _require(self.tta_seconds >= 0, "tta_seconds must not be negative")
+        _require(self.token_budget >= self.max_length, "token_budget must hold at least one max_length row")
 
 
 @dataclass
@@ -216,6 +247,7 @@ def field_defaults(cls: type) -> dict[str, Any]:
 __all__ = [
     "LORA_TARGETS",
     "MergeConfig",
+    "PredictConfig",
     "ScoreConfig",
     "Stage2DatasetConfig",
     "TrainConfig",

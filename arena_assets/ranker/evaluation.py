@@ -1,5 +1,5 @@
-"""Metrics from A/B letter logits (accuracy, log loss, calibration, with and without swap averaging), the
-evaluation report, and the submission frame: pure functions of logits and rows."""
+"""Metrics from A/B letter logits (accuracy, log loss, calibration, with and without swap averaging) and the
+evaluation report: pure functions of logits and rows."""
 
 from __future__ import annotations
 
@@ -89,13 +89,6 @@ def evaluation_report(rows: pd.DataFrame, logits: np.ndarray, swapped: np.ndarra
     if "source" in rows:
         report["per_source"] = _breakdown(rows, "source", logits, swapped, labels)
     return report
-
-
-def submission_frame(ids: pd.Series, logits: np.ndarray, swapped: np.ndarray) -> pd.DataFrame:
-    """Kaggle `id,winner` (int ids) from both orders averaged, with `prob_b` beside it."""
-    p_b = prob_b(swap_averaged_logits(logits, swapped))
-    winner = np.where(p_b > 0.5, "model_b", "model_a")
-    return pd.DataFrame({"id": ids.astype(np.int64).to_numpy(), "winner": winner, "prob_b": p_b})
 
 
 def read_logits(path: str | Path, ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -60,8 +60,9 @@ def letter_logits(
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     last = hidden[rows, last_token_index(attention_mask)]  # [B, H]
     index = torch.tensor(letter_ids, device=lm_head.weight.device)
-    weight = lm_head.weight.index_select(0, index)  # [2, H]
-    bias = lm_head.bias.index_select(0, index) if lm_head.bias is not None else None
+    # .to(): under a device map the head and the last layer may sit on different GPUs.
+    weight = lm_head.weight.index_select(0, index).to(hidden.device)  # [2, H]
+    bias = lm_head.bias.index_select(0, index).to(hidden.device) if lm_head.bias is not None else None
     # Two dot products per row cost nothing, so they run in fp32 even under autocast: the loss sees
     # logits at full precision.
     with torch.autocast(device_type=hidden.device.type, enabled=False):

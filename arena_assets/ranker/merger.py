@@ -11,7 +11,6 @@ disk that cannot hold the result fails before anything is written.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -30,7 +29,9 @@ from arena_assets.ranker.artifacts import (
     file_sha256,
     write_manifest,
 )
-from arena_assets.ranker.config import MergeConfig, config_to_dict, load_config
+from arena_assets.ranker.card import carried_facts, write_card
+from arena_assets.ranker.cli_args import parse_config
+from arena_assets.ranker.config import MergeConfig, config_to_dict
 from arena_assets.ranker.data import encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, score_sequences
 from arena_assets.ranker.modeling import load_backbone, resolve_dtype
@@ -119,6 +120,9 @@ def merge(config: MergeConfig) -> dict[str, Any]:
             merged.save_pretrained(tmp, safe_serialization=True, max_shard_size=config.max_shard_size)
             tokenizer.save_pretrained(tmp)
             (tmp / PARITY_NAME).write_text(json.dumps(report, indent=2))
+            trained_length, metrics, data = carried_facts(Path(config.adapter_dir))
+            write_card(tmp, kind="merged model", backbone=config.backbone,
+                       max_length=trained_length or config.max_length, metrics=metrics, data=data)
             write_manifest(
                 tmp,
                 config=config_to_dict(config),
@@ -142,12 +146,7 @@ def merge(config: MergeConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", required=True, help="MergeConfig as JSON or YAML")
-    args = parser.parse_args(argv)
-    report = merge(load_config(MergeConfig, args.config))
+    report = merge(parse_config(MergeConfig, argv, description=__doc__))
     if report and not report["parity_passed"] and not launched_by_pipes():
         raise SystemExit(
             f"merged model differs from the adapter model by {report['max_abs_logit_diff']:.3g} > "

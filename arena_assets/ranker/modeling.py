@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from arena_assets.ranker.config import TrainConfig
@@ -16,15 +15,18 @@ from arena_assets.ranker.config import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """bf16 on a GPU that supports it under `auto`, fp32 on the CPU."""
-    if precision == "fp32":
+def resolve_dtype(precision: str, device: torch.device, *, training: bool = False) -> torch.dtype:
+    """The compute dtype; `auto` is bf16 on a GPU with native bf16, fp32 on the CPU, and on a GPU without
+    (a T4, where bf16 is only emulated) fp16 for inference and fp32 for training (fp16 training would need
+    loss scaling)."""
+    explicit = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision in explicit:
+        return explicit[precision]
+    if device.type != "cuda":
         return torch.float32
-    if precision == "bf16":
+    if torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    return torch.float32 if training else torch.float16
 
 
 def resolve_attention(requested: str, device: torch.device) -> str:
@@ -54,13 +56,19 @@ def load_backbone(
     attn_implementation: str = "auto",
     use_liger: str = "auto",
     random_init: bool = False,
+    device_map: str | None = None,
 ) -> PreTrainedModel:
     """A causal LM from a Hugging Face directory, on `device`, with the chosen kernels.
 
     `random_init` builds the model from the directory's config.json with random weights, initialised on
-    `device` (benchmarks of a model shape whose weights are not at hand).
+    `device` (benchmarks of a model shape whose weights are not at hand). `device_map="auto"` spreads its
+    layers over every GPU present instead (a model larger than one GPU, for no-grad scoring).
     """
     attention = resolve_attention(attn_implementation, device)
+    if device_map is not None:
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, attn_implementation=attention, device_map=device_map
+        )
     if random_init:
         log.warning("random_init: %s built from its config with RANDOM weights (benchmark only)", path)
         config = AutoConfig.from_pretrained(path)
@@ -157,9 +165,12 @@ class MasterWeights:
         self.master_to_model()
 
 
-def build_model(config: TrainConfig, device: torch.device) -> tuple[PeftModel, torch.dtype]:
-    """The backbone with LoRA adapters on the configured projections."""
-    dtype = resolve_dtype(config.precision, device)
+def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.dtype]:
+    """The backbone with LoRA adapters on the configured projections (a peft PeftModel)."""
+    # Imported here: the predictor, which must run in a plain notebook image, never needs peft.
+    from peft import LoraConfig, get_peft_model
+
+    dtype = resolve_dtype(config.precision, device, training=True)
     model = load_backbone(
         config.backbone,
         dtype=dtype,

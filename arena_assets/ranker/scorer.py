@@ -15,7 +15,6 @@ With several processes, shard k belongs to rank k mod N; rank 0 merges the shard
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
@@ -39,7 +38,8 @@ from arena_assets.ranker.artifacts import (
     ranker_code_version,
     write_manifest,
 )
-from arena_assets.ranker.config import ScoreConfig, config_to_dict, load_config
+from arena_assets.ranker.cli_args import parse_config
+from arena_assets.ranker.config import ScoreConfig, config_to_dict
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, score_sequences
 from arena_assets.ranker.modeling import load_backbone, resolve_dtype
@@ -197,12 +197,7 @@ def _merge_shards(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", required=True, help="ScoreConfig as JSON or YAML")
-    args = parser.parse_args(argv)
-    score(load_config(ScoreConfig, args.config))
+    score(parse_config(ScoreConfig, argv, description=__doc__))
 
 
 if __name__ == "__main__":

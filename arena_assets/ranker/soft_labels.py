@@ -9,7 +9,6 @@ its A/B swap with the teacher logits swapped too.
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ from arena_assets.ranker.artifacts import (
     file_sha256,
     write_manifest,
 )
-from arena_assets.ranker.config import Stage2DatasetConfig, config_to_dict, load_config
+from arena_assets.ranker.cli_args import parse_config
+from arena_assets.ranker.config import Stage2DatasetConfig, config_to_dict
 from arena_assets.ranker.data import (
     check_swap_pairs,
     interleave_swaps,
@@ -112,12 +112,7 @@ def build_stage2_dataset(config: Stage2DatasetConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", required=True, help="Stage2DatasetConfig as JSON or YAML")
-    args = parser.parse_args(argv)
-    print(build_stage2_dataset(load_config(Stage2DatasetConfig, args.config)))
+    print(build_stage2_dataset(parse_config(Stage2DatasetConfig, argv, description=__doc__)))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ optimizer steps, with checkpoints), `evaluate` (both orders of the validation ro
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -35,8 +34,10 @@ from transformers import AutoTokenizer, get_cosine_with_min_lr_schedule_with_war
 
 from arena_assets.ranker import checkpointing
 from arena_assets.ranker.artifacts import METRICS_NAME, atomic_directory, write_manifest
+from arena_assets.ranker.card import portable_adapter_config, write_card
+from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.collate import collate_rows, plan_steps, shard_batches
-from arena_assets.ranker.config import TrainConfig, config_to_dict, load_config
+from arena_assets.ranker.config import TrainConfig, config_to_dict
 from arena_assets.ranker.data import (
     EncodedRows,
     check_swap_pairs,
@@ -369,6 +370,15 @@ def save(run: Run, metrics: dict[str, Any]) -> None:
         run.accelerator.unwrap_model(run.head).model.save_pretrained(tmp)
         run.tokenizer.save_pretrained(tmp)
         (tmp / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+        portable_adapter_config(tmp, config.backbone)
+        write_card(
+            tmp,
+            kind="LoRA adapter",
+            backbone=config.backbone,
+            max_length=config.max_length,
+            metrics=metrics,
+            data=f"{metrics['train_rows']:,} training rows ({config.label} labels)",
+        )
         write_manifest(
             tmp,
             config=config_to_dict(config),
@@ -431,12 +441,7 @@ def start_wandb(config: TrainConfig, is_main: bool) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", required=True, help="TrainConfig as JSON or YAML")
-    args = parser.parse_args(argv)
-    train(load_config(TrainConfig, args.config))
+    train(parse_config(TrainConfig, argv, description=__doc__))
 
 
 if __name__ == "__main__":

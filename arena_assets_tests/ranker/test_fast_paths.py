@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import peft
 import pytest
 import torch
 from accelerate import Accelerator
@@ -47,14 +48,14 @@ def _spy_optimizer(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["initial"] = {n: p.detach().clone() for n, p in params}
         return real(config, params)
 
-    real_peft = modeling.get_peft_model
+    real_peft = peft.get_peft_model
 
     def spy_peft(*args: Any, **kwargs: Any) -> Any:
         seen["model"] = real_peft(*args, **kwargs)
         return seen["model"]
 
     monkeypatch.setattr(trainer, "build_optimizer", spy)
-    monkeypatch.setattr(modeling, "get_peft_model", spy_peft)
+    monkeypatch.setattr(peft, "get_peft_model", spy_peft)  # build_model imports it at call time
     return seen
 
 

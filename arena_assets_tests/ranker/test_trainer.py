@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import peft
 import pytest
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from arena_assets.ranker import modeling, trainer
+from arena_assets.ranker import trainer
 from arena_assets.ranker.artifacts import MANIFEST_NAME
 from arena_assets.ranker.config import LORA_TARGETS, TrainConfig
 from arena_assets_tests.ranker.conftest import PairFiles, TrainedRun
@@ -27,7 +28,7 @@ METRIC_KEYS = {"val_accuracy", "val_log_loss", "train_loss_curve", "train_tokens
 def model_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Captures the peft model the trainer builds and a copy of every parameter before the first step."""
     seen: dict[str, Any] = {}
-    real = modeling.get_peft_model
+    real = peft.get_peft_model
 
     def spy(*args: Any, **kwargs: Any) -> PeftModel:
         model = real(*args, **kwargs)
@@ -35,7 +36,7 @@ def model_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["initial"] = {n: p.detach().clone() for n, p in model.named_parameters()}
         return model
 
-    monkeypatch.setattr(modeling, "get_peft_model", spy)
+    monkeypatch.setattr(peft, "get_peft_model", spy)  # build_model imports it at call time
     return seen
 
 
