@@ -23,7 +23,7 @@ from arena_assets.ranker.artifacts import atomic_directory
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 PREDICT_SCRIPT = '''\
-"""Predict the WSDM test file with the bundled model: `python predict.py --test test.parquet --out sub.csv`."""
+"""Predict the test file with the bundled model: `python predict.py --test test.parquet --out sub.csv`."""
 
 import argparse
 from pathlib import Path
@@ -43,8 +43,9 @@ parser.add_argument("--precision", default="auto", help="auto: fp16 on GPUs with
 parser.add_argument("--device-map", default="auto", help="auto: spread a model larger than one GPU")
 args = parser.parse_args()
 print(predict(PredictConfig(
-    model=str(HERE / "model"), input_path=args.test, output_path=args.predictions, submission_path=args.out,
-    tta_share=args.tta_share, tta_seconds=args.tta_seconds, precision=args.precision, device_map=args.device_map,
+    model=str(HERE / "model"), input_path=args.test, output_path=args.predictions,
+    submission_path=args.out, tta_share=args.tta_share, tta_seconds=args.tta_seconds,
+    precision=args.precision, device_map=args.device_map,
 )))
 '''
 
@@ -53,7 +54,7 @@ def write_bundle(model_dir: Path, out: Path) -> Path:
     """Write `out` (atomically): model/ (a copy of `model_dir`), wheels/ and predict.py."""
     model_dir, out = Path(model_dir), Path(out)
     if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json); pass final_model/model")
+        raise FileNotFoundError(f"{model_dir}: no config.json, not a model directory; pass final_model/model")
     with atomic_directory(out) as tmp:
         shutil.copytree(model_dir, tmp / "model")
         subprocess.run(

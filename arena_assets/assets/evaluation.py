@@ -24,6 +24,8 @@ from arena_assets.assets.metadata import artifact_metadata, metrics_table
 from arena_assets.ranker.artifacts import atomic_write_text
 from arena_assets.ranker.config import PredictConfig
 from arena_assets.ranker.evaluation import evaluation_report, read_logits
+from arena_assets.ranker.pipes import readable
+from arena_assets.ranker.plots import reliability_markdown
 from arena_assets.resources import AccelerateLauncher, ArenaSettingsResource
 
 # Demo only: the embedded default ships the hidden test labels beside the test file; real test sets do not.
@@ -65,8 +67,9 @@ def evaluation(
     scalars = {k: v for k, v in report.items() if isinstance(v, float)}
     return dg.MaterializeResult(
         metadata={
+            **readable({f"val_{k}": v for k, v in scalars.items()}),
             **(launched.metadata or {}),
-            **{f"val_{k}": v for k, v in scalars.items()},
+            "reliability": dg.MetadataValue.md(reliability_markdown(report["calibration_bins"])),
             "accuracy_by_language": metrics_table(report["per_language"], key="language"),
             "accuracy_by_source": metrics_table(report.get("per_source", {}), key="source"),
         }

@@ -37,19 +37,33 @@ def log_loss(logits: np.ndarray, labels: np.ndarray, eps: float = 1e-12) -> floa
     return float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean())
 
 
-def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
-    """Gap between confidence and accuracy, averaged over equal-width confidence bins."""
+def calibration_bins(
+    logits: np.ndarray, labels: np.ndarray, bins: int = 10
+) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, rows) in each of `bins` equal-width confidence bins over [0.5, 1]."""
     p = prob_b(logits)
     confidence = np.maximum(p, 1 - p)
     correct = ((p > 0.5).astype(np.int64) == labels).astype(np.float64)
     edges = np.linspace(0.5, 1.0, bins + 1)
     index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    error = 0.0
+    out = []
     for b in range(bins):
         mask = index == b
-        if mask.any():
-            error += mask.mean() * abs(confidence[mask].mean() - correct[mask].mean())
-    return float(error)
+        rows = int(mask.sum())
+        out.append(
+            (
+                float(confidence[mask].mean()) if rows else 0.0,
+                float(correct[mask].mean()) if rows else 0.0,
+                rows,
+            )
+        )
+    return out
+
+
+def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """Gap between confidence and accuracy, averaged over equal-width confidence bins."""
+    total = max(len(labels), 1)
+    return float(sum(rows / total * abs(c - a) for c, a, rows in calibration_bins(logits, labels, bins)))
 
 
 def pair_metrics(logits: np.ndarray, swapped_logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -81,6 +95,7 @@ def evaluation_report(rows: pd.DataFrame, logits: np.ndarray, swapped: np.ndarra
     per language and per source. `logits`/`swapped` [N, 2] are the two orders' letter logits of `rows`."""
     labels = hard_labels(rows)
     report: dict[str, Any] = {**pair_metrics(logits, swapped, labels)}
+    report["calibration_bins"] = calibration_bins(swap_averaged_logits(logits, swapped), labels)
     wsdm = (rows["source"] == WSDM_SOURCE).to_numpy() if "source" in rows else np.zeros(len(rows), bool)
     if wsdm.any():
         wsdm_metrics = pair_metrics(logits[wsdm], swapped[wsdm], labels[wsdm])

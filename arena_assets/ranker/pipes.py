@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -48,6 +49,22 @@ def url_value(url: str) -> dict[str, Any]:
     return {"raw_value": url, "type": "url"}
 
 
+def readable(metadata: Mapping[str, Any], digits: int = 4) -> dict[str, Any]:
+    """Metadata as a person reads it: floats to `digits` significant digits, and the figures compared across
+    runs first (validation metrics, then throughput), diagnostics after."""
+
+    def rank(key: str) -> int:
+        return 0 if key.startswith("val_") else 1 if "per_second" in key or key == "test_accuracy" else 2
+
+    out = {}
+    for key in sorted(metadata, key=rank):  # stable: each group keeps its order
+        value = metadata[key]
+        if isinstance(value, float) and math.isfinite(value):
+            value = float(f"{value:.{digits}g}")
+        out[key] = value
+    return out
+
+
 def launched_by_pipes() -> bool:
     """Whether Dagster Pipes started this process (its context variable is in the environment)."""
     return PIPES_CONTEXT_ENV_VAR in environ
@@ -79,18 +96,26 @@ class Reporter:
         """Report the materialization: numbers, strings, or md()/path_value()/url_value() values."""
         if not self._main:
             return
+        metadata = readable(metadata)
         if self._pipes is not None:
-            self._pipes.report_asset_materialization(metadata=dict(metadata), data_version=data_version)
+            self._pipes.report_asset_materialization(metadata=metadata, data_version=data_version)
         _emit(logging.INFO, "materialization: " + _summary(metadata))
 
-    def report_check(self, check_name: str, *, passed: bool, metadata: Mapping[str, Any] | None = None,
-                     severity: Severity = "ERROR") -> None:
+    def report_check(
+        self,
+        check_name: str,
+        *,
+        passed: bool,
+        metadata: Mapping[str, Any] | None = None,
+        severity: Severity = "ERROR",
+    ) -> None:
         """Report an asset check result; the check must be declared in the asset's `check_specs`."""
         if not self._main:
             return
         if self._pipes is not None:
-            self._pipes.report_asset_check(check_name, passed=passed, severity=severity,
-                                           metadata=dict(metadata) if metadata else None)
+            self._pipes.report_asset_check(
+                check_name, passed=passed, severity=severity, metadata=dict(metadata) if metadata else None
+            )
         status = "passed" if passed else f"FAILED ({severity})"
         _emit(logging.INFO, f"check {check_name} {status}: {_summary(metadata or {})}")
 
