@@ -100,7 +100,7 @@ def test_evaluation_and_submission(demo_run: DemoRun) -> None:
     report = json.loads(layout.report_path(settings).read_text())
     assert evaluation["val_rows"] == len(validation) == report["rows"]
     # The final model evaluated with both orders averaged, as the submission predicts.
-    assert evaluation["val_accuracy_tta"] == pytest.approx(report["accuracy_tta"], rel=1e-3)  # shown to 4 digits
+    assert evaluation["val_accuracy_tta"] == pytest.approx(report["accuracy_tta"], rel=1e-3)  # 4 digits
     assert report["accuracy_tta"] >= STAGE1_ACCURACY
     assert "](data:image/svg" in evaluation["reliability"]
     wsdm = int((validation["source"] == "wsdm_train").sum())
