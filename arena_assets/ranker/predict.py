@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,6 +185,8 @@ def predict_one(config: PredictConfig, prompt: str, response_a: str, response_b:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(PredictConfig, argv, description=__doc__)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # one process predicts; under a multi-process launch the other ranks leave at once
     with pipes_reporter(is_main_process=True) as reporter:  # one process: it is rank 0
         metrics = predict(config)
         reporter.report_materialization({**metrics, "predictions": path_value(config.output_path)})

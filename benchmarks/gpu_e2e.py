@@ -1,0 +1,337 @@
+"""The whole asset graph on GPUs at the Qwen2.5-14B shape, through Dagster, and how training and scoring
+scale over the GPUs of one machine.
+
+Phases (each its own command, so a long run can span calls on one warm machine):
+
+    python benchmarks/gpu_e2e.py data --dir .e2e              # here, on the CPU: raw files + tokenizer
+    # on the GPU machine, from the repository root, with the carried wheels on PYTHONPATH:
+    python3 benchmarks/gpu_e2e.py backbone --dir .e2e          # 14B-shape random weights saved to disk
+    python3 benchmarks/gpu_e2e.py graph-start --dir .e2e       # `dagster asset materialize --select '*'`
+    python3 benchmarks/gpu_e2e.py graph-wait --dir .e2e --out $OUT --seconds 500
+    python3 benchmarks/gpu_e2e.py scaling --dir .e2e --out $OUT
+    python3 benchmarks/gpu_e2e.py predict --dir .e2e --out $OUT  # the predictor's rows/s, fp16 and bf16
+
+`data` generates the raw files in the real schemas with the embedded generator, its responses lengthened so a
+judge prompt has the real length distribution (median about 1,100 tokens, a tail cut at 4,096), and enough
+rows that each training asset runs at least 20 optimizer steps and each scoring asset scores at least 1,000
+pairs in both orders. The backbone is the Qwen2.5-14B shape (DESIGN §6) with the embedded tokenizer, weights
+random. The graph runs with the qwen14b profile (the ranker's 14B recipe) on every GPU present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+QWEN14B_SHAPE = {
+    "hidden_size": 5120, "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8,
+    "intermediate_size": 13824, "vocab_size": 152064, "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False, "max_position_embeddings": 32768,
+}  # fmt: skip
+# The 33k file repeats 80 rows of the 55k one (cross-source duplicates), so it holds 40 rows of its own.
+ROWS = {"wsdm_train": 1300, "wsdm_test": 1000, "lmsys_55k": 100, "lmsys_33k": 120, "open_v1": 400,
+        "open_v2": 400, "open_v3": 250}  # fmt: skip
+VALIDATION_FRACTION = 0.78  # over 1,000 validation rows to score, about 300 train pairs: 38 steps of 16 rows
+RESPONSE_WORDS = (370, 0.55, 60, 3000)  # median about 1,100 tokens per judge prompt with the tiny tokenizer
+RUN_CONFIG = {
+    "execution": {"config": {"in_process": {}}},
+    "ops": {
+        "stage1_adapter": {"config": {"max_validation_rows": 256, "log_every_steps": 5}},
+        "stage2_adapter": {"config": {"max_steps": 24, "max_validation_rows": 256, "log_every_steps": 5}},
+    },
+}
+
+
+def paths(root: Path) -> dict[str, Path]:
+    return {name: root / name for name in ("raw", "backbone", "tokenizer", "artifacts", "home")}
+
+
+def phase_data(root: Path) -> None:
+    """Raw files with real lengths, and the embedded tokenizer, under `root` (run on the CPU here)."""
+    from arena_assets.embedded import (
+        JUDGE_TEXT_REPEATS,
+        judge_prompt_text,
+        sample_data,
+        sources,
+        write_sample_data,
+    )
+    from arena_assets.embedded.tiny_model import train_tokenizer
+    from arena_assets.settings import Settings
+
+    sample_data.ROWS.update(ROWS)
+    sample_data.RESPONSE_WORDS = RESPONSE_WORDS
+    p = paths(root)
+    shutil.rmtree(p["raw"], ignore_errors=True)
+    data = sources.generate_sample_data(42)
+    write_sample_data(data, Settings(project_dir=root, raw_dir=p["raw"], backbone=p["backbone"]), force=True)
+    tokenizer = train_tokenizer([*data.corpus, *[judge_prompt_text()] * JUDGE_TEXT_REPEATS], 4096)
+    tokenizer.save_pretrained(p["tokenizer"])
+    lengths = _judge_lengths(p["raw"] / "wsdm" / "train.parquet", tokenizer)
+    print(json.dumps({"rows": {k: v["rows"] for k, v in data.stats.items()}, "judge_tokens": lengths}))
+
+
+def _judge_lengths(path: Path, tokenizer: object) -> dict[str, float]:
+    import numpy as np
+    import pandas as pd
+
+    from arena_assets.ranker.data import encode_frame
+    from arena_assets.ranker.prompt import PromptTemplate
+
+    frame = pd.read_parquet(path).head(400)
+    encoded = encode_frame(PromptTemplate.from_tokenizer(tokenizer), frame, max_length=4096, rebalance=True)
+    p50, p90, p99 = np.percentile(encoded.full_lengths, [50, 90, 99])
+    return {
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "truncated": float(encoded.truncated.mean()),
+    }
+
+
+def phase_backbone(root: Path) -> None:
+    """The 14B shape with random bf16 weights, saved like a Hugging Face checkpoint (with the tokenizer)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    p = paths(root)
+    tokenizer = AutoTokenizer.from_pretrained(p["tokenizer"])
+    config = Qwen2Config(
+        **QWEN14B_SHAPE,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="bfloat16",
+    )
+    start = time.perf_counter()
+    with torch.device("cuda"):
+        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    shutil.rmtree(p["backbone"], ignore_errors=True)
+    model.save_pretrained(p["backbone"], safe_serialization=True, max_shard_size="5GB")
+    tokenizer.save_pretrained(p["backbone"])
+    size = sum(f.stat().st_size for f in p["backbone"].iterdir()) / 2**30
+    print(json.dumps({"backbone_gb": round(size, 1), "seconds": round(time.perf_counter() - start, 1)}))
+
+
+def _env(root: Path) -> dict[str, str]:
+    import torch
+
+    p = paths(root)
+    return {
+        **os.environ,
+        "ARENA_PROFILE": "qwen14b",
+        "ARENA_BACKBONE": str(p["backbone"]),
+        "ARENA_RAW_DIR": str(p["raw"]),
+        "ARENA_ARTIFACT_ROOT": str(p["artifacts"]),
+        "ARENA_VALIDATION_FRACTION": str(VALIDATION_FRACTION),
+        "ARENA_NUM_PROCESSES": str(max(1, torch.cuda.device_count())),
+        "DAGSTER_HOME": str(p["home"]),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def phase_graph_start(root: Path) -> None:
+    """Start `dagster asset materialize --select '*'` in the background, in its own session, logging."""
+    p = paths(root)
+    shutil.rmtree(p["artifacts"], ignore_errors=True)
+    shutil.rmtree(p["home"], ignore_errors=True)
+    p["home"].mkdir(parents=True)
+    shutil.copy(REPO / ".dagster_home" / "dagster.yaml", p["home"] / "dagster.yaml")
+    (root / "run.json").write_text(json.dumps(RUN_CONFIG))
+    env = _env(root)
+    subprocess.run([sys.executable, "-m", "arena_assets.cli", "observe"], env=env, cwd=REPO, check=True)
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "arena_assets.definitions",
+               "--select", "*", "--config-json", json.dumps(RUN_CONFIG)]  # fmt: skip
+    with open(root / "graph.log", "w") as log:  # the child keeps its own descriptor
+        child = subprocess.Popen(
+            command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    (root / "graph.pid").write_text(str(child.pid))
+    (root / "graph.start").write_text(str(time.time()))
+    print(f"graph run started: pid {child.pid}")
+
+
+def phase_graph_wait(root: Path, out: Path, seconds: float) -> None:
+    """Wait up to `seconds` for the graph run; write what it did so far (or in all) to `out`."""
+    pid = int((root / "graph.pid").read_text())
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(5)
+    record = _graph_record(root, finished=not _alive(pid))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "graph.json").write_text(json.dumps(record, indent=2))
+    shutil.copy(root / "graph.log", out / "graph.log")
+    print(json.dumps({k: record[k] for k in ("finished", "assets", "checks", "wall_seconds")}, indent=1))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").is_file() and open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+
+
+def _graph_record(root: Path, *, finished: bool) -> dict:
+    """Per-asset status, wall time and headline metadata, and the checks, from the run's Dagster home."""
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(paths(root)["home"])
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+        assets, checks = {}, {}
+        for run in runs:
+            for record in instance.all_logs(run.run_id):
+                event = record.dagster_event
+                if event is None:
+                    continue
+                if event.event_type_value == "STEP_SUCCESS":
+                    assets.setdefault(event.step_key, {})["wall_seconds"] = round(
+                        event.event_specific_data.duration_ms / 1000, 1
+                    )
+                    assets[event.step_key]["status"] = "success"
+                elif event.event_type_value == "STEP_FAILURE":
+                    assets.setdefault(event.step_key, {})["status"] = "failure"
+                elif event.event_type_value == "ASSET_MATERIALIZATION":
+                    metadata = event.event_specific_data.materialization.metadata
+                    keep = {k: v.value for k, v in metadata.items() if isinstance(v.value, int | float)}
+                    assets.setdefault(event.step_key, {}).update(keep)
+                elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+                    data = event.event_specific_data
+                    checks[f"{data.asset_key.to_user_string()}:{data.check_name}"] = (
+                        "passed" if data.passed else "failed"
+                    )
+        start = float((root / "graph.start").read_text())
+        return {
+            "finished": finished,
+            "run_status": [str(r.status) for r in runs],
+            "wall_seconds": round(time.time() - start, 1),
+            "assets": {k: v for k, v in assets.items() if "_" in k and not k.startswith("hard_label_set_")},
+            "checks": checks,
+        }
+
+
+def phase_scaling(root: Path, out: Path, steps: int) -> None:
+    """Trainer and scorer at 1..N processes on the same machine, 14B shape, random weights."""
+    import pandas as pd
+    import torch
+
+    n_gpus = torch.cuda.device_count()
+    p = paths(root)
+    work = root / "scaling"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    train_path = p["artifacts"] / "hard_label_set" / "train.parquet"
+    pairs = pd.read_parquet(p["artifacts"] / "open_model_pairs" / "rows.parquet").head(512)
+    pairs.to_parquet(work / "pairs.parquet")
+    results: dict = {"train": {}, "score": {}}
+    for n in range(1, n_gpus + 1):
+        train = {"backbone": str(p["backbone"]), "output_dir": str(work / f"adapter{n}"),
+                 "train_path": str(train_path), "random_init": True, "max_steps": steps, "epochs": 0,
+                 "per_device_batch_size": 2, "global_batch_size": 8 * n, "gradient_checkpointing": 0.5,
+                 "resume": False, "log_every_steps": 1, "precision": "bf16"}  # fmt: skip
+        results["train"][str(n)] = _launch(n, "arena_assets.ranker.trainer", train, work / f"train{n}.json")
+        score = {"model": str(p["backbone"]), "random_init": True, "input_path": str(work / "pairs.parquet"),
+                 "output_dir": str(work / f"scores{n}"), "rows_per_shard": 64, "precision": "bf16",
+                 "max_length": 4096, "token_budget": 16384}  # fmt: skip
+        results["score"][str(n)] = _launch(n, "arena_assets.ranker.scorer", score, work / f"score{n}.json")
+    for kind, key in (("train", "train_tokens_per_second"), ("score", "scoring_tokens_per_second")):
+        rates = {n: r.get(key, 0.0) for n, r in results[kind].items()}
+        base = rates.get("1") or 1.0
+        results[kind]["tokens_per_second"] = rates
+        results[kind]["efficiency"] = min(rate / (base * int(n)) for n, rate in rates.items())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scaling.json").write_text(json.dumps(results, indent=2))
+    print(
+        json.dumps(
+            {
+                k: {"tokens_per_second": v["tokens_per_second"], "efficiency": v["efficiency"]}
+                for k, v in results.items()
+            },
+            indent=1,
+        )
+    )
+
+
+def phase_predict(root: Path, out: Path, rows: int) -> None:
+    """The predictor's rows/s at the 14B shape in fp16 and bf16 (one order, then both), one GPU."""
+    import pandas as pd
+
+    from arena_assets.ranker.config import PredictConfig
+    from arena_assets.ranker.predict import predict
+
+    p = paths(root)
+    work = root / "predict"
+    work.mkdir(parents=True, exist_ok=True)
+    test = pd.read_parquet(p["raw"] / "wsdm" / "test.parquet").head(rows)
+    test.to_parquet(work / "test.parquet")
+    results = {}
+    for precision in ("fp16", "bf16"):
+        for share in (0.0, 1.0):
+            config = PredictConfig(
+                model=str(p["backbone"]),
+                input_path=str(work / "test.parquet"),
+                output_path=str(work / f"{precision}-{share}.csv"),
+                precision=precision,
+                max_length=4096,
+                tta_share=share,
+            )
+            results[f"{precision}_tta{share:g}"] = predict(config)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "predict.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps({k: round(v["rows_per_second"], 2) for k, v in results.items()}))
+
+
+def _launch(n: int, module: str, config: dict, path: Path) -> dict:
+    path.write_text(json.dumps(config))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               *(["--multi_gpu"] if n > 1 else []), "-m", module, "--config", str(path)]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    line = next((text for text in reversed(done.stdout.splitlines()) if "materialization:" in text), "")
+    if done.returncode != 0:
+        return {"error": done.stderr[-1500:], "wall_seconds": wall}
+    metrics_file = Path(config["output_dir"]) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    return {**metrics, "wall_seconds": round(wall, 1), "summary": line[:300]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "phase", choices=["data", "backbone", "graph-start", "graph-wait", "scaling", "predict"]
+    )
+    parser.add_argument("--dir", type=Path, default=Path(".e2e"))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/e2e-out"))
+    parser.add_argument("--seconds", type=float, default=500)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=300)
+    args = parser.parse_args()
+    root = args.dir.resolve()
+    if args.phase == "data":
+        phase_data(root)
+    elif args.phase == "backbone":
+        phase_backbone(root)
+    elif args.phase == "graph-start":
+        phase_graph_start(root)
+    elif args.phase == "graph-wait":
+        phase_graph_wait(root, args.out, args.seconds)
+    elif args.phase == "scaling":
+        phase_scaling(root, args.out, args.steps)
+    else:
+        phase_predict(root, args.out, args.rows)
+
+
+if __name__ == "__main__":
+    main()
