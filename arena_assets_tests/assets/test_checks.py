@@ -277,7 +277,7 @@ def _adapter_from(demo_run: DemoRun, adapter: str) -> Callable[[Settings], dict]
     """Copy the demo run's trained adapter into the broken set; merge with a tolerance no merge meets."""
 
     def breaks(s: Settings) -> dict:
-        shutil.copytree(model_dir(demo_run.settings, adapter), model_dir(s, adapter))
+        shutil.copytree(model_dir(demo_run.settings, adapter), model_dir(s, adapter), dirs_exist_ok=True)
         return {"parity_atol": 1e-12}  # fp32 merges differ by ~1e-7 from the two-path sum
 
     return breaks
