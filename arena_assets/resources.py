@@ -46,7 +46,12 @@ class AccelerateLauncher(dg.ConfigurableResource):
     """
 
     num_processes: int | None = Field(
-        None, ge=1, description="Processes (GPUs) per step; unset: ARENA_NUM_PROCESSES, else 1.")
+        None, ge=1, description="Processes (GPUs) per machine; unset: ARENA_NUM_PROCESSES, else 1.")
+    num_machines: int = Field(
+        1, ge=1, description="Machines in one run; each runs the same command with its machine_rank.")
+    machine_rank: int = Field(0, ge=0, description="This machine's rank; machine 0 holds the rendezvous.")
+    main_process_ip: str | None = Field(
+        None, description="Address of machine 0, where every machine meets (num_machines > 1).")
     accelerate_config_file: str | None = Field(
         None, description="accelerate yaml (DDP/FSDP/DeepSpeed); replaces the process flags.")
     visible_devices: str | None = Field(None, description="CUDA_VISIBLE_DEVICES for the child, e.g. '0,1'.")
@@ -64,7 +69,7 @@ class AccelerateLauncher(dg.ConfigurableResource):
             config_path: The entry point's config file.
         """
         entry = ["-m", module, "--config", str(config_path)]
-        processes = self.processes()
+        processes = self.processes() * self.num_machines  # accelerate counts the processes of all machines
         if not self.use_accelerate:
             return [sys.executable, *entry]
         # The launcher as a module of this interpreter, so the venv's accelerate and torch run the ranks.
@@ -75,10 +80,15 @@ class AccelerateLauncher(dg.ConfigurableResource):
             # Every value accelerate would otherwise default with a warning (no prompts: stdin is closed).
             # Precision is the ranker's own `precision` field (its entry points pin
             # Accelerator(mixed_precision="no")), so the launcher has no precision setting to offer.
-            cmd += ["--num_processes", str(processes), "--num_machines", "1",
+            cmd += ["--num_processes", str(processes), "--num_machines", str(self.num_machines),
                     "--mixed_precision", "no", "--dynamo_backend", "no",
                     # Without it accelerate exports OMP_NUM_THREADS=1: one core per rank on CPU.
-                    "--num_cpu_threads_per_process", str(max(1, _cpu_count() // processes))]
+                    "--num_cpu_threads_per_process", str(max(1, _cpu_count() // self.processes()))]
+            if self.num_machines > 1:
+                # Static rendezvous at machine 0: each machine's ranks are machine_rank * N + local rank, so
+                # global rank 0 (the one that writes and reports) lives on machine 0.
+                cmd += ["--machine_rank", str(self.machine_rank), "--main_process_ip", self._rendezvous_ip(),
+                        "--rdzv_backend", "static"]
             if processes > 1:
                 # torchrun; on CPU it needs ACCELERATE_USE_CPU too (launch_env), as accelerate 1.15 only
                 # starts CPU ranks itself through mpirun.
@@ -86,6 +96,18 @@ class AccelerateLauncher(dg.ConfigurableResource):
         if self.main_process_port is not None:
             cmd += ["--main_process_port", str(self.main_process_port)]
         return [*cmd, *entry]
+
+    def _rendezvous_ip(self) -> str:
+        if not self.main_process_ip or not self.main_process_port:
+            raise ValueError(
+                f"launcher: num_machines={self.num_machines} needs main_process_ip and a fixed "
+                "main_process_port (machine 0's address and port, the same on every machine); set both "
+                "in the launcher resource"
+            )
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"launcher: machine_rank {self.machine_rank} is not below num_machines "
+                             f"{self.num_machines}")
+        return self.main_process_ip
 
     def processes(self) -> int:
         """The process count: this resource's field, else the settings' (ARENA_NUM_PROCESSES), read now."""

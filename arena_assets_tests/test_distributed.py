@@ -264,6 +264,58 @@ def test_two_processes_train_like_one_with_the_same_global_batch(ddp_run: DdpRun
     assert all(weights_two[k].abs().max() > 0 for k in weights_two if "lora_B" in k)
 
 
+def test_more_machines_need_the_rendezvous_address() -> None:
+    where = {"module": TRAINER, "config_path": Path("train.json")}
+    with pytest.raises(ValueError, match="main_process_ip and a fixed main_process_port"):
+        AccelerateLauncher(num_processes=1, num_machines=2, cpu=True).command(**where)
+    command = AccelerateLauncher(num_processes=4, num_machines=2, machine_rank=1, main_process_ip="10.0.0.1",
+                                 main_process_port=29500, cpu=True).command(**where)
+
+    def flag(name: str) -> str:
+        return command[command.index(name) + 1]
+
+    assert (flag("--num_processes"), flag("--num_machines"), flag("--machine_rank")) == ("8", "2", "1")
+    assert (flag("--main_process_ip"), flag("--rdzv_backend")) == ("10.0.0.1", "static")
+    assert "--multi_gpu" in command
+
+
+@pytest.mark.slow
+def test_two_machines_on_one_host_train_like_two_processes(ddp_run: DdpRun, dist_data: DistData,
+                                                           tmp_path: Path) -> None:
+    """Machines 0 and 1 (one gloo rank each) meet at a static rendezvous on 127.0.0.1: machine 0 runs under
+    Dagster, machine 1 as another node would start the same command; only global rank 0 writes and reports."""
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    fields = {"num_processes": 1, "num_machines": 2, "main_process_ip": "127.0.0.1",
+              "main_process_port": _free_port(), "cpu": True, "env": env}
+    config = _train_config(dist_data, tmp_path / "run" / "adapter")
+    config_path = save_config(config, tmp_path / "train.json")
+    machine_1 = AccelerateLauncher(**fields, machine_rank=1)
+    with open(tmp_path / "machine-1.log", "w") as log:
+        other = subprocess.Popen(machine_1.command(module=TRAINER, config_path=config_path), stdout=log,
+                                 env={**os.environ, **machine_1.launch_env()}, stderr=subprocess.STDOUT)
+        try:
+            instance = dg.DagsterInstance.ephemeral()
+            result = dg.materialize(
+                [ddp_adapter], resources={"launcher": AccelerateLauncher(**fields)}, instance=instance,
+                raise_on_error=False,
+                run_config={"ops": {"ddp_adapter": {"config": {"config_path": str(config_path)}}}},
+            )
+            assert other.wait(timeout=300) == 0, (tmp_path / "machine-1.log").read_text()[-3000:]
+        finally:
+            other.kill()
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("ddp_adapter")
+    assert materialization.metadata["num_processes"] == dg.IntMetadataValue(2)
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert sum(f"step {MAX_STEPS}/{MAX_STEPS} loss" in message for message in messages) == 1
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["adapter"]
+    # The same two ranks' arithmetic as the two processes of one machine: the same adapter.
+    weights = load_file(Path(config.output_dir) / "adapter_model.safetensors")
+    reference = load_file(Path(ddp_run.config.output_dir) / "adapter_model.safetensors")
+    diff = max((weights[k] - reference[k]).abs().max().item() for k in reference)
+    assert diff < TOLERANCE, f"LoRA weights differ by {diff}"
+
+
 # ---- scoring: shard k on rank k mod 2, merged by rank 0
 
 

@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 from peft import PeftModel
-from transformers import AutoTokenizer
 
 from arena_assets.ranker.artifacts import (
     PARITY_NAME,
@@ -34,7 +33,7 @@ from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import MergeConfig, config_to_dict
 from arena_assets.ranker.data import encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, score_sequences
-from arena_assets.ranker.modeling import load_backbone, resolve_dtype
+from arena_assets.ranker.modeling import load_backbone, load_tokenizer, resolve_dtype
 from arena_assets.ranker.pipes import PARITY_CHECK, launched_by_pipes, path_value, pipes_reporter
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
 
@@ -76,7 +75,7 @@ def merge(config: MergeConfig) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = resolve_dtype(config.precision, device)
     with pipes_reporter(is_main_process=True) as reporter:
-        tokenizer = AutoTokenizer.from_pretrained(config.adapter_dir)
+        tokenizer = load_tokenizer(config.adapter_dir)
         template = PromptTemplate.from_tokenizer(tokenizer)
         letters = letter_token_ids(tokenizer)
         model = PeftModel.from_pretrained(

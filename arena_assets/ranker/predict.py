@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoTokenizer
 
 from arena_assets.ranker.artifacts import atomic_write_text
 from arena_assets.ranker.card import RANKER_NAME
@@ -36,7 +35,7 @@ from arena_assets.ranker.config import PredictConfig, TrainConfig
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame
 from arena_assets.ranker.evaluation import prob_b, swap_averaged_logits
 from arena_assets.ranker.head import LetterHead, score_sequences
-from arena_assets.ranker.modeling import load_backbone, resolve_dtype
+from arena_assets.ranker.modeling import load_backbone, load_tokenizer, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.prompt import PromptTemplate
 
@@ -63,7 +62,7 @@ class Predictor:
             )
             config = dataclasses.replace(config, max_length=length)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        tokenizer = AutoTokenizer.from_pretrained(config.model)
+        tokenizer = load_tokenizer(config.model)
         spread = config.device_map == "auto" and device.type == "cuda"
         model = load_backbone(
             config.model,

@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
-from transformers import AutoTokenizer
 
 from arena_assets.ranker import checkpointing
 from arena_assets.ranker.artifacts import (
@@ -42,14 +41,14 @@ from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import ScoreConfig, config_to_dict
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, score_sequences
-from arena_assets.ranker.modeling import load_backbone, resolve_dtype
+from arena_assets.ranker.modeling import load_backbone, load_tokenizer, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
 
 
 def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[LetterHead, Any]:
     """The model (merged, or backbone plus adapter) as a letter head in eval mode, and its tokenizer."""
-    tokenizer = AutoTokenizer.from_pretrained(config.adapter_dir or config.model)
+    tokenizer = load_tokenizer(config.adapter_dir or config.model)
     model = load_backbone(
         config.model,
         dtype=resolve_dtype(config.precision, device),

@@ -30,7 +30,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, broadcast, set_seed
 from peft import PeftModel
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, get_cosine_with_min_lr_schedule_with_warmup
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from arena_assets.ranker import checkpointing
 from arena_assets.ranker.artifacts import METRICS_NAME, atomic_directory, write_manifest
@@ -49,7 +49,13 @@ from arena_assets.ranker.data import (
 from arena_assets.ranker.evaluation import pair_metrics
 from arena_assets.ranker.head import LetterHead, score_sequences
 from arena_assets.ranker.losses import hard_label_loss, soft_label_loss
-from arena_assets.ranker.modeling import MasterWeights, build_model, build_optimizer, fast_path_report
+from arena_assets.ranker.modeling import (
+    MasterWeights,
+    build_model,
+    build_optimizer,
+    fast_path_report,
+    load_tokenizer,
+)
 from arena_assets.ranker.pipes import Reporter, md, path_value, pipes_reporter, url_value
 from arena_assets.ranker.plots import loss_curve_markdown
 from arena_assets.ranker.prompt import PromptTemplate
@@ -101,7 +107,7 @@ class Run:
 
 def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> Run:
     """Data, model, optimizer and schedule; resumed from the work directory when it is this run's."""
-    tokenizer = AutoTokenizer.from_pretrained(config.backbone)
+    tokenizer = load_tokenizer(config.backbone)
     template = PromptTemplate.from_tokenizer(tokenizer)
     frame = read_pairs(config.train_path)
     check_swap_pairs(frame, config.train_path)
