@@ -12,8 +12,9 @@ Needs Debian's Chromium and the `playwright` package (no browser download):
 
 Starts `dagster-webserver -w workspace.yaml` on a free 127.0.0.1 port in its own session, drives headless
 Chromium through Playwright, writes docs/asset-graph.png (the lineage, groups expanded),
-docs/asset-metadata.png (stage1_adapter's latest metadata) and docs/asset-loss-curve.png (its loss curve),
-and stops the webserver's whole process group. Not part of the test suite.
+docs/asset-metadata.png (stage1_adapter's latest metadata), docs/asset-loss-curve.png (its loss curve),
+docs/evaluation-metadata.png and docs/evaluation-reliability.png (the evaluation report and its reliability
+plot), and stops the webserver's whole process group. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -131,9 +132,9 @@ def asset_metadata(page: Page, base: str, asset: str, out: Path) -> None:
     page.screenshot(path=str(out))
 
 
-def loss_curve(page: Page, out: Path) -> None:
-    """The loss curve (markdown with an inline image) of the asset page that is open, in its dialog."""
-    page.get_by_role("row").filter(has_text="loss_curve").get_by_text("Show Markdown").click()
+def markdown_image(page: Page, key: str, out: Path) -> None:
+    """A metadata entry that is markdown with an inline image (a plot), of the asset page that is open."""
+    page.get_by_role("row").filter(has_text=key).get_by_text("Show Markdown").click()
     dialog = page.get_by_role("dialog")
     dialog.locator("img").first.wait_for()
     page.wait_for_timeout(1000)
@@ -171,11 +172,13 @@ def main() -> None:
             page = browser.new_page(viewport=GRAPH_VIEWPORT, device_scale_factor=1.5)
             asset_graph(page, base, args.out / "asset-graph.png")
             asset_metadata(page, base, args.asset, args.out / "asset-metadata.png")
-            loss_curve(page, args.out / "asset-loss-curve.png")
+            markdown_image(page, "loss_curve", args.out / "asset-loss-curve.png")
+            asset_metadata(page, base, "evaluation", args.out / "evaluation-metadata.png")
+            markdown_image(page, "reliability", args.out / "evaluation-reliability.png")
             browser.close()
     finally:
         stop_group(process)
-    print(f"wrote asset-graph.png, asset-metadata.png and asset-loss-curve.png to {args.out}")
+    print(f"wrote the asset graph, {args.asset}'s and evaluation's metadata and plots to {args.out}")
 
 
 if __name__ == "__main__":
