@@ -33,9 +33,9 @@ from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import MergeConfig, config_to_dict
 from arena_assets.ranker.data import encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, score_sequences
-from arena_assets.ranker.modeling import load_backbone, load_tokenizer, resolve_dtype
+from arena_assets.ranker.modeling import load_backbone, resolve_dtype
 from arena_assets.ranker.pipes import PARITY_CHECK, launched_by_pipes, path_value, pipes_reporter
-from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
+from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
 
 # Built-in probe when no probe file is given: several scripts, so tokenization paths are all exercised.
 PROBE_PAIRS: tuple[tuple[str, str, str], ...] = (

@@ -11,29 +11,12 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedModel,
-    PreTrainedTokenizerBase,
 )
 
 from arena_assets.ranker.config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
-    """The tokenizer in `path`, given a pad token where it ships none (Llama-3, Mistral).
-
-    EOS serves: padded positions are masked out of attention and the head reads each row's last real token,
-    so the pad id never reaches a logit.
-    """
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(f"{path}: the tokenizer has neither a pad nor an eos token; set pad_token in "
-                             "its tokenizer_config.json")
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def resolve_dtype(precision: str, device: torch.device, *, training: bool = False) -> torch.dtype:

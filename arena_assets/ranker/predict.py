@@ -35,9 +35,9 @@ from arena_assets.ranker.config import PredictConfig, TrainConfig
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame
 from arena_assets.ranker.evaluation import prob_b, swap_averaged_logits
 from arena_assets.ranker.head import LetterHead, score_sequences
-from arena_assets.ranker.modeling import load_backbone, load_tokenizer, resolve_dtype
+from arena_assets.ranker.modeling import load_backbone, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
-from arena_assets.ranker.prompt import PromptTemplate
+from arena_assets.ranker.prompt import PromptTemplate, load_tokenizer
 
 PREDICTION_COLUMNS = ("id", "prob_a", "prob_b", "winner", "both_orders")
 SWAP_CHUNK_ROWS = 256  # the swapped pass checks its time budget between chunks of this many rows

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arena_assets.ranker.truncation import truncate_fields
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 SYSTEM_PROMPT = (
     "You are an impartial judge comparing two responses, A and B, written by AI assistants to the same "
@@ -160,3 +163,20 @@ def _tokenize_fixed(tokenizer: Any, text: str) -> list[int]:
     if not text:
         return []
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    """The tokenizer in `path`, given a pad token where it ships none (Llama-3, Mistral).
+
+    EOS serves: padded positions are masked out of attention and the head reads each row's last real token,
+    so the pad id never reaches a logit.
+    """
+    from transformers import AutoTokenizer  # here: the prompt's text constants are read without transformers
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"{path}: the tokenizer has neither a pad nor an eos token; set pad_token in "
+                             "its tokenizer_config.json")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -41,9 +41,9 @@ from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import ScoreConfig, config_to_dict
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, score_sequences
-from arena_assets.ranker.modeling import load_backbone, load_tokenizer, resolve_dtype
+from arena_assets.ranker.modeling import load_backbone, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
-from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
+from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
 
 
 def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[LetterHead, Any]:

@@ -49,16 +49,10 @@ from arena_assets.ranker.data import (
 from arena_assets.ranker.evaluation import pair_metrics
 from arena_assets.ranker.head import LetterHead, score_sequences
 from arena_assets.ranker.losses import hard_label_loss, soft_label_loss
-from arena_assets.ranker.modeling import (
-    MasterWeights,
-    build_model,
-    build_optimizer,
-    fast_path_report,
-    load_tokenizer,
-)
+from arena_assets.ranker.modeling import MasterWeights, build_model, build_optimizer, fast_path_report
 from arena_assets.ranker.pipes import Reporter, md, path_value, pipes_reporter, url_value
 from arena_assets.ranker.plots import loss_curve_markdown
-from arena_assets.ranker.prompt import PromptTemplate
+from arena_assets.ranker.prompt import PromptTemplate, load_tokenizer
 
 
 @dataclass

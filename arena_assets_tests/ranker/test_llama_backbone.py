@@ -18,8 +18,7 @@ from arena_assets.ranker.artifacts import LOGIT_COLUMNS, LOGITS_NAME, PARITY_NAM
 from arena_assets.ranker.collate import collate_rows
 from arena_assets.ranker.config import MergeConfig, ScoreConfig, TrainConfig
 from arena_assets.ranker.data import encode_frame, read_pairs
-from arena_assets.ranker.modeling import load_tokenizer
-from arena_assets.ranker.prompt import PromptTemplate
+from arena_assets.ranker.prompt import PromptTemplate, load_tokenizer
 from arena_assets_tests.conftest import tiny_corpus
 from arena_assets_tests.ranker.conftest import PairFiles
 
