@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from arena_assets.pipes_messages import WholeLineMessageReader
 from arena_assets.process_group import SessionProcess
 from arena_assets.runs import CHILD_TAG, STEP_TAG, process_token
 from arena_assets.settings import Settings, load_settings
@@ -142,7 +143,7 @@ class AccelerateLauncher(dg.ConfigurableResource):
         cmd = self.command(module=module, config_path=config_path)
         context.log.info(f"launching {shlex.join(cmd)}")
         with dg.open_pipes_session(context=context, context_injector=dg.PipesTempFileContextInjector(),
-                                   message_reader=dg.PipesTempFileMessageReader()) as session:
+                                   message_reader=WholeLineMessageReader()) as session:
             env = {**os.environ, **self.launch_env(), **session.get_bootstrap_env_vars()}
             with SessionProcess(cmd, env=env, grace_seconds=self.termination_grace_seconds) as child:
                 # Should this run's process die, the next run ends this step and its child (runs.py).

@@ -21,8 +21,8 @@ from arena_assets.assets.gpu_steps import (
     score,
 )
 from arena_assets.assets.metadata import artifact_metadata, metrics_table
-from arena_assets.ranker.artifacts import atomic_write_text
-from arena_assets.ranker.config import PredictConfig
+from arena_assets.ranker.artifacts import atomic_write_text, model_identity, write_manifest
+from arena_assets.ranker.config import PredictConfig, config_to_dict
 from arena_assets.ranker.evaluation import evaluation_report, read_logits
 from arena_assets.ranker.pipes import readable
 from arena_assets.ranker.plots import reliability_markdown
@@ -100,7 +100,16 @@ def submission(
         "submission_path": str(layout.submission_path(resolved)),
     }
     predict = ranker_config(PredictConfig, resolved, "predict", wiring=wiring, run_config=config)
+    directory = layout.asset_dir(resolved, "submission")
+    # The manifest marks the CSVs finished, so the last run's goes before this run writes new ones.
+    (directory / layout.MANIFEST_NAME).unlink(missing_ok=True)
     launched = launch(context, launcher, "arena_assets.ranker.predict", predict, "submission", resolved)
+    write_manifest(
+        directory,
+        config=config_to_dict(predict),
+        inputs={"final_model": model_identity(predict.model)},
+        extra={"kind": "submission"},
+    )
     frame = pd.read_csv(layout.predictions_path(resolved))
     metadata = {**(launched.metadata or {}), **artifact_metadata(layout.submission_path(resolved))}
     labels_path = resolved.wsdm_test_path.with_name(TEST_LABELS_NAME)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from arena_assets import cli
 from arena_assets.assets import layout
 from arena_assets.assets.stage2 import stage2_tolerance
 from arena_assets.definitions import defs
@@ -116,3 +117,20 @@ def test_evaluation_and_submission(demo_run: DemoRun) -> None:
     assert sorted(csv["id"]) == sorted(test["id"])
     assert set(csv["winner"]) <= {"model_a", "model_b"}
     assert submission["test_accuracy"] >= STAGE1_ACCURACY  # the demo ships its hidden test labels
+    manifest = json.loads((layout.asset_dir(settings, "submission") / layout.MANIFEST_NAME).read_text())
+    assert manifest["kind"] == "submission" and manifest["inputs"]["final_model"]  # `arena where`: done
+
+
+@pytest.mark.slow
+def test_arena_where_lists_every_asset_done(
+    demo_run: DemoRun, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = demo_run.settings
+    env = {"ARENA_PROFILE": "demo", "ARENA_RAW_DIR": settings.raw_dir, "ARENA_BACKBONE": settings.backbone,
+           "ARENA_ARTIFACT_ROOT": settings.artifact_root}
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(value))
+    assert cli.main(["where"]) == 0
+    listed = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert sorted(name for name, *_ in listed) == sorted(MATERIALIZED)
+    assert {state for _, state, _ in listed} == {"done"}
