@@ -70,7 +70,8 @@ class AccelerateLauncher(dg.ConfigurableResource):
             config_path: The entry point's config file.
         """
         entry = ["-m", module, "--config", str(config_path)]
-        processes = self.processes() * self.num_machines  # accelerate counts the processes of all machines
+        per_machine = self.processes()
+        processes = per_machine * self.num_machines  # accelerate counts the processes of all machines
         if not self.use_accelerate:
             return [sys.executable, *entry]
         # The launcher as a module of this interpreter, so the venv's accelerate and torch run the ranks.
@@ -84,7 +85,7 @@ class AccelerateLauncher(dg.ConfigurableResource):
             cmd += ["--num_processes", str(processes), "--num_machines", str(self.num_machines),
                     "--mixed_precision", "no", "--dynamo_backend", "no",
                     # Without it accelerate exports OMP_NUM_THREADS=1: one core per rank on CPU.
-                    "--num_cpu_threads_per_process", str(max(1, _cpu_count() // self.processes()))]
+                    "--num_cpu_threads_per_process", str(max(1, _cpu_count() // per_machine))]
             if self.num_machines > 1:
                 # Static rendezvous at machine 0: each machine's ranks are machine_rank * N + local rank, so
                 # global rank 0 (the one that writes and reports) lives on machine 0.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,13 @@ from arena_assets.resources import AccelerateLauncher, ArenaSettingsResource
 from arena_assets.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def materialize_command(select: str, run_config: dict[str, Any]) -> list[str]:
+    """`dagster asset materialize` of `select` in the project's code location, as a user types it."""
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    return [dagster, "asset", "materialize", "-m", "arena_assets.definitions", "--select", select,
+            "--config-json", json.dumps(run_config)]  # fmt: skip
 
 
 def graph_assets() -> list[dg.AssetsDefinition]:

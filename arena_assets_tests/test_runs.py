@@ -16,9 +16,14 @@ import pytest
 
 from arena_assets.process_group import process_start_time
 from arena_assets.runs import CHILD_TAG, WORKER_TAG, is_dead
-from arena_assets_tests.demo_graph import REPO_ROOT, arena_env, materialize_data, new_dagster_home
+from arena_assets_tests.demo_graph import (
+    REPO_ROOT,
+    arena_env,
+    materialize_command,
+    materialize_data,
+    new_dagster_home,
+)
 
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
@@ -29,17 +34,7 @@ def _materialize(select: str, steps: int, env: dict[str, str], log: Path) -> sub
             "stage1_adapter": {"config": {"max_steps": steps, "max_validation_rows": 8, "log_every_steps": 1}}
         },
     }
-    command = [
-        DAGSTER,
-        "asset",
-        "materialize",
-        "-m",
-        "arena_assets.definitions",
-        "--select",
-        select,
-        "--config-json",
-        json.dumps(config),
-    ]
+    command = materialize_command(select, config)
     with open(log, "wb") as handle:
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
 

@@ -78,7 +78,6 @@ def phase_data(root: Path) -> None:
 
 
 def _judge_lengths(path: Path, tokenizer: object) -> dict[str, float]:
-    import numpy as np
     import pandas as pd
 
     from arena_assets.ranker.data import encode_frame
@@ -86,13 +85,7 @@ def _judge_lengths(path: Path, tokenizer: object) -> dict[str, float]:
 
     frame = pd.read_parquet(path).head(400)
     encoded = encode_frame(PromptTemplate.from_tokenizer(tokenizer), frame, max_length=4096, rebalance=True)
-    p50, p90, p99 = np.percentile(encoded.full_lengths, [50, 90, 99])
-    return {
-        "p50": float(p50),
-        "p90": float(p90),
-        "p99": float(p99),
-        "truncated": float(encoded.truncated.mean()),
-    }
+    return encoded.length_report()
 
 
 def phase_backbone(root: Path) -> None:

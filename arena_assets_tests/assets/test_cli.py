@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
 
-from arena_assets_tests.demo_graph import REPO_ROOT, arena_env, new_dagster_home
+from arena_assets_tests.demo_graph import REPO_ROOT, arena_env, materialize_command, new_dagster_home
 
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
 # The multiprocess executor (the CLI's default, what `make demo` uses) starts a Python per step: about
 # 15 s each on two busy cores, two minutes for this selection. In one process the same run takes seconds.
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
@@ -21,17 +18,7 @@ IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 def materialize(select: str, config: dict, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            DAGSTER,
-            "asset",
-            "materialize",
-            "-m",
-            "arena_assets.definitions",
-            "--select",
-            select,
-            "--config-json",
-            json.dumps(config),
-        ],
+        materialize_command(select, config),
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
