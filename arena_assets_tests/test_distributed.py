@@ -1,15 +1,14 @@
 """Several processes on the CPU (gloo ranks under a real `accelerate launch`): the batch plan, a DDP training
 run against one process, rank-0-only reporting through Dagster, the scorer's shards, the accelerate config
-files and the letter head under FSDP (docs/multi-gpu.md)."""
+files, and FSDP training against DDP (docs/multi-gpu.md)."""
 
 import dataclasses
-import functools
 import json
 import os
 import re
 import socket
 import subprocess
-import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,28 +18,22 @@ from types import SimpleNamespace
 import dagster as dg
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
-import torch.distributed as dist
-import yaml
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils import DistributedType
 from accelerate.utils.launch import prepare_multi_gpu_env
-from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
-from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
-from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 from transformers import AutoTokenizer
 
 from arena_assets.hard_labels import build_hard_label_set
 from arena_assets.ranker import trainer
 from arena_assets.ranker.artifacts import LOGIT_COLUMNS
 from arena_assets.ranker.collate import shard_batches
-from arena_assets.ranker.config import LORA_TARGETS, ScoreConfig, TrainConfig, save_config
+from arena_assets.ranker.config import ScoreConfig, TrainConfig, save_config
 from arena_assets.ranker.data import encode_frame, read_pairs
-from arena_assets.ranker.head import LetterHead
-from arena_assets.ranker.modeling import load_backbone
-from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids
+from arena_assets.ranker.prompt import PromptTemplate
 from arena_assets.ranker.scorer import score
 from arena_assets.ranker.trainer import plan_steps, train
 from arena_assets.readers import read_source
@@ -357,7 +350,7 @@ def test_two_processes_score_each_row_once_like_one(dist_data: DistData, tmp_pat
                                atol=TOLERANCE)
 
 
-# ---- accelerate config files, and the letter head under FSDP
+# ---- accelerate config files
 
 
 def _launch_env(config_file: Path) -> dict[str, str]:
@@ -374,82 +367,56 @@ def test_ddp_config_launches_plain_data_parallel_ranks() -> None:
     assert "ACCELERATE_USE_FSDP" not in env and env["ACCELERATE_MIXED_PRECISION"] == "bf16"
 
 
-def test_fsdp_config_fully_shards_decoder_layers_with_original_parameters() -> None:
-    env = _launch_env(CONFIGS / "fsdp_lora.yaml")
-    expected = {
-        "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1", "FSDP_RESHARD_AFTER_FORWARD": "full_shard",
-        "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
-        "FSDP_TRANSFORMER_CLS_TO_WRAP": "Qwen2DecoderLayer", "FSDP_USE_ORIG_PARAMS": "true",
-        "FSDP_SYNC_MODULE_STATES": "true", "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT",
-        "FSDP_OFFLOAD_PARAMS": "false", "FSDP_ACTIVATION_CHECKPOINTING": "false",
-        "FSDP_CPU_RAM_EFFICIENT_LOADING": "false", "ACCELERATE_MIXED_PRECISION": "bf16",
-    }
-    assert {key: env.get(key) for key in expected} == expected
-
-
-def test_trainer_refuses_fsdp(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trainer_refuses_accelerates_fsdp_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     fsdp_accelerator = SimpleNamespace(distributed_type=DistributedType.FSDP)
     monkeypatch.setattr(trainer, "Accelerator", lambda **_: fsdp_accelerator)
-    with pytest.raises(NotImplementedError, match="not yet FSDP"):
+    with pytest.raises(ValueError, match="set fsdp: true"):
         train(TrainConfig())
 
 
+# ---- FSDP: the trainer's own sharding (ranker/sharding.py) on two gloo ranks
+
+
 @pytest.mark.slow
-def test_letter_logits_under_fsdp_equal_the_whole_model(dist_data: DistData, tmp_path: Path) -> None:
-    """accelerate runs FSDP only on GPUs, so torch's FSDP runs here, wrapped as fsdp_lora.yaml says."""
-    out = tmp_path / "fsdp.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), __file__, str(dist_data.backbone), str(out)]
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(REPO_ROOT)}
-    run = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    ranks = json.loads(out.read_text())
-    assert [rank["wrapped"] for rank in ranks] == [["Qwen2DecoderLayer"] * 2] * 2  # lm_head stays in the root
-    assert all(rank["max_abs_diff"] < TOLERANCE for rank in ranks)
-    # Outside the root forward lm_head is a 1-D shard: its rows are only readable inside that forward.
-    assert all(rank["lm_head_shape"] != rank["lm_head_full_shape"] for rank in ranks)
-    assert sum(rank["lora_grad_elements"] for rank in ranks) > 0
+def test_fsdp_trains_like_ddp_and_resumes_from_each_ranks_shards(ddp_run: DdpRun, tmp_path: Path) -> None:
+    """Two ranks shard backbone, adapters and optimizer state; a run killed after its step-2 checkpoint (one
+    file per rank) resumes and ends with the DDP run's adapter: the same rows, the same mean gradients."""
+    config = dataclasses.replace(ddp_run.config, output_dir=str(tmp_path / "run" / "adapter"), fsdp=True,
+                                 resume=True, checkpoint_every_steps=2)
+    launcher = _launcher(tmp_path / "hf")
+    command = launcher.command(module=TRAINER, config_path=save_config(config, tmp_path / "train.json"))
+    env = {**os.environ, **launcher.launch_env()}
+    work = Path(config.output_dir + ".work")
+    first = work / "checkpoint-00000002"
+    with open(tmp_path / "killed.log", "w") as log:
+        launch = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while not (first / "state.json").is_file():
+                assert launch.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no checkpoint after 300 s"
+                time.sleep(0.01)
+        finally:
+            # The ranks run in sessions of their own (torch's elastic agent): kill the whole tree, as a
+            # dying node would.
+            tree = psutil.Process(launch.pid)
+            for process in [tree, *tree.children(recursive=True)]:
+                process.kill()
+            launch.wait()
+    assert sorted(p.name for p in first.iterdir()) == [
+        "rng-0.pt", "rng-1.pt", "state.json", "trainer-0.pt", "trainer-1.pt"]
+    assert not Path(config.output_dir).exists()
 
-
-def _fsdp_rank(backbone: Path, out: Path) -> None:
-    """One rank: letter logits of a LetterHead sharded as fsdp_lora.yaml says, against the whole head."""
-    fsdp = yaml.safe_load((CONFIGS / "fsdp_lora.yaml").read_text())["fsdp_config"]
-    dist.init_process_group("gloo")
-    torch.manual_seed(0)
-    model = load_backbone(str(backbone), dtype=torch.float32, device=torch.device("cpu"),
-                          attn_implementation="sdpa", use_liger="off")
-    # Random lora_B (not zeros), so the adapters change the logits that are compared.
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGETS), init_lora_weights=False)
-    head = LetterHead(get_peft_model(model, lora), letter_token_ids(AutoTokenizer.from_pretrained(backbone)))
-    input_ids = torch.randint(10, 1000, (3, 24), generator=torch.Generator().manual_seed(1))
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 15:] = 0
-    whole = head(input_ids, attention_mask).detach()
-    names = set(fsdp["fsdp_transformer_layer_cls_to_wrap"].split(","))
-    classes = {type(module) for module in head.modules() if type(module).__name__ in names}
-    sharded = FullyShardedDataParallel(
-        head, auto_wrap_policy=functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=classes),
-        sharding_strategy=ShardingStrategy[fsdp["fsdp_reshard_after_forward"]],
-        use_orig_params=fsdp["fsdp_use_orig_params"], device_id=torch.device("cpu"),
-    )
-    logits = sharded(input_ids, attention_mask)
-    logits.sum().backward()
-    lm_head = head.model.get_base_model().lm_head
-    result = {
-        "wrapped": [type(unit.module).__name__ for unit in FullyShardedDataParallel.fsdp_modules(sharded)
-                    if unit is not sharded],
-        "max_abs_diff": (logits.detach() - whole).abs().max().item(),
-        "lm_head_shape": list(lm_head.weight.shape),
-        "lm_head_full_shape": [lm_head.out_features, lm_head.in_features],
-        "lora_grad_elements": sum(p.grad.numel() for n, p in sharded.named_parameters()
-                                  if "lora_" in n and p.grad is not None),
-    }
-    ranks: list[dict[str, object]] = [{} for _ in range(dist.get_world_size())]
-    dist.all_gather_object(ranks, result)
-    if dist.get_rank() == 0:
-        out.write_text(json.dumps(ranks))
-    dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    _fsdp_rank(Path(sys.argv[1]), Path(sys.argv[2]))
+    resumed = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    output = resumed.stdout + resumed.stderr
+    assert "(FSDP, sharded)" in output and "resumed from step " in output, output[-3000:]
+    metrics = json.loads((Path(config.output_dir) / "metrics.json").read_text())
+    reference = json.loads((Path(ddp_run.config.output_dir) / "metrics.json").read_text())
+    np.testing.assert_allclose(np.array(metrics["train_loss_curve"]), np.array(reference["train_loss_curve"]),
+                               rtol=0, atol=TOLERANCE)
+    weights = load_file(Path(config.output_dir) / "adapter_model.safetensors")
+    expected = load_file(Path(ddp_run.config.output_dir) / "adapter_model.safetensors")
+    assert weights.keys() == expected.keys()
+    diff = max((weights[k] - expected[k]).abs().max().item() for k in expected)
+    assert diff < TOLERANCE, f"LoRA weights differ by {diff}"

@@ -8,7 +8,9 @@ Phases (each its own command, so a long run can span calls on one warm machine):
     python3 benchmarks/gpu_e2e.py backbone --dir .e2e          # 14B-shape random weights saved to disk
     python3 benchmarks/gpu_e2e.py graph-start --dir .e2e       # `dagster asset materialize --select '*'`
     python3 benchmarks/gpu_e2e.py graph-wait --dir .e2e --out $OUT --seconds 500
-    python3 benchmarks/gpu_e2e.py scaling --dir .e2e --out $OUT
+    python3 benchmarks/gpu_e2e.py scaling --dir .e2e --out $OUT   # 1..N GPUs: DDP, FSDP, scoring
+    python3 benchmarks/gpu_e2e.py large --dir .e2e --out $OUT     # a 72B shape scored over all GPUs
+    python3 benchmarks/gpu_e2e.py machines --dir .e2e --out $OUT  # two 1-GPU "machines" on this host
     python3 benchmarks/gpu_e2e.py predict --dir .e2e --out $OUT  # the predictor's rows/s, fp16 and bf16
 
 `data` generates the raw files in the real schemas with the embedded generator, its responses lengthened so a
@@ -34,6 +36,11 @@ QWEN14B_SHAPE = {
     "hidden_size": 5120, "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8,
     "intermediate_size": 13824, "vocab_size": 152064, "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6,
     "tie_word_embeddings": False, "max_position_embeddings": 32768,
+}  # fmt: skip
+# Qwen2.5-72B-Instruct: 145 GB in bf16, more than one 80 GB GPU holds.
+QWEN72B_SHAPE = {
+    **QWEN14B_SHAPE, "hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
+    "intermediate_size": 29568,
 }  # fmt: skip
 # The 33k file repeats 80 rows of the 55k one (cross-source duplicates), so it holds 40 rows of its own.
 ROWS = {"wsdm_train": 1300, "wsdm_test": 1000, "lmsys_55k": 100, "lmsys_33k": 120, "open_v1": 400,
@@ -186,7 +193,7 @@ def _graph_record(root: Path, *, finished: bool) -> dict:
     os.environ["DAGSTER_HOME"] = str(paths(root)["home"])
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
-        assets, checks = {}, {}
+        assets, checks, materialized = {}, {}, set()
         for run in runs:
             for record in instance.all_logs(run.run_id):
                 event = record.dagster_event
@@ -200,6 +207,7 @@ def _graph_record(root: Path, *, finished: bool) -> dict:
                 elif event.event_type_value == "STEP_FAILURE":
                     assets.setdefault(event.step_key, {})["status"] = "failure"
                 elif event.event_type_value == "ASSET_MATERIALIZATION":
+                    materialized.add(event.step_key)
                     metadata = event.event_specific_data.materialization.metadata
                     keep = {k: v.value for k, v in metadata.items() if isinstance(v.value, int | float)}
                     assets.setdefault(event.step_key, {}).update(keep)
@@ -213,7 +221,8 @@ def _graph_record(root: Path, *, finished: bool) -> dict:
             "finished": finished,
             "run_status": [str(r.status) for r in runs],
             "wall_seconds": round(time.time() - start, 1),
-            "assets": {k: v for k, v in assets.items() if "_" in k and not k.startswith("hard_label_set_")},
+            # Steps that materialized an asset (a check's step only reports its check).
+            "assets": {k: v for k, v in assets.items() if k in materialized},
             "checks": checks,
         }
 
@@ -238,26 +247,130 @@ def phase_scaling(root: Path, out: Path, steps: int) -> None:
                  "per_device_batch_size": 2, "global_batch_size": 8 * n, "gradient_checkpointing": 0.5,
                  "resume": False, "log_every_steps": 1, "precision": "bf16"}  # fmt: skip
         results["train"][str(n)] = _launch(n, "arena_assets.ranker.trainer", train, work / f"train{n}.json")
+        if n > 1:  # the same run with backbone, adapters and optimizer state sharded (TrainConfig.fsdp)
+            fsdp = {**train, "output_dir": str(work / f"fsdp{n}"), "fsdp": True}
+            results.setdefault("train_fsdp", {})[str(n)] = _launch(
+                n, "arena_assets.ranker.trainer", fsdp, work / f"fsdp{n}.json"
+            )
         score = {"model": str(p["backbone"]), "random_init": True, "input_path": str(work / "pairs.parquet"),
                  "output_dir": str(work / f"scores{n}"), "rows_per_shard": 64, "precision": "bf16",
                  "max_length": 4096, "token_budget": 16384}  # fmt: skip
         results["score"][str(n)] = _launch(n, "arena_assets.ranker.scorer", score, work / f"score{n}.json")
-    for kind, key in (("train", "train_tokens_per_second"), ("score", "scoring_tokens_per_second")):
-        rates = {n: r.get(key, 0.0) for n, r in results[kind].items()}
-        base = rates.get("1") or 1.0
-        results[kind]["tokens_per_second"] = rates
-        results[kind]["efficiency"] = min(rate / (base * int(n)) for n, rate in rates.items())
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scaling-partial.json").write_text(json.dumps(results, indent=2))  # a cut-off call keeps these
+    base_train = results["train"]["1"].get("train_tokens_per_second") or 1.0
+    for kind in ("train", "train_fsdp", "score"):
+        key = "scoring_tokens_per_second" if kind == "score" else "train_tokens_per_second"
+        runs = results.get(kind, {})
+        rates = {n: r.get(key, 0.0) for n, r in runs.items()}
+        # FSDP is measured against one GPU of plain DDP training (FSDP on one GPU is the same run).
+        base = base_train if kind == "train_fsdp" else (rates.get("1") or 1.0)
+        runs["tokens_per_second"] = rates
+        runs["tokens_per_second_per_gpu"] = {n: rate / int(n) for n, rate in rates.items()}
+        runs["peak_memory_gb_per_gpu"] = {n: r.get("peak_memory_gb", 0.0) for n, r in runs.items()
+                                          if isinstance(r, dict) and "peak_memory_gb" in r}
+        runs["efficiency"] = min((rate / (base * int(n)) for n, rate in rates.items()), default=0.0)
     out.mkdir(parents=True, exist_ok=True)
     (out / "scaling.json").write_text(json.dumps(results, indent=2))
     print(
         json.dumps(
             {
-                k: {"tokens_per_second": v["tokens_per_second"], "efficiency": v["efficiency"]}
+                k: {key: v[key] for key in ("tokens_per_second", "efficiency", "peak_memory_gb_per_gpu")}
                 for k, v in results.items()
             },
             indent=1,
         )
     )
+
+
+def phase_large(root: Path, out: Path, rows: int) -> None:
+    """Larger than one GPU: the 72B shape (random weights) scored by one process over every GPU
+    (`device_map: auto`), and the 14B stage-1 merge run spread the same way."""
+    import pandas as pd
+
+    p = paths(root)
+    work = root / "large"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    shape = work / "qwen72b-shape"
+    _write_shape(shape, QWEN72B_SHAPE, p["tokenizer"])
+    pd.read_parquet(p["artifacts"] / "open_model_pairs" / "rows.parquet").head(rows).to_parquet(
+        work / "pairs.parquet"
+    )
+    score = {"model": str(shape), "random_init": True, "device_map": "auto", "precision": "bf16",
+             "input_path": str(work / "pairs.parquet"), "output_dir": str(work / "scores72b"),
+             "max_length": 4096, "token_budget": 16384, "rows_per_shard": 64}  # fmt: skip
+    results = {"score_72b": _launch(1, "arena_assets.ranker.scorer", score, work / "score72b.json")}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "large.json").write_text(json.dumps(results, indent=2))
+    merge = {"backbone": str(p["backbone"]), "adapter_dir": str(p["artifacts"] / "stage1_adapter" / "model"),
+             "output_dir": str(work / "merged14b"), "device_map": "auto", "parity_atol": 0.5,
+             "max_length": 4096}  # fmt: skip
+    results["merge_14b_spread"] = _launch(1, "arena_assets.ranker.merger", merge, work / "merge.json")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "large.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=1)[:3000])
+
+
+def _write_shape(directory: Path, shape: dict, tokenizer_dir: Path) -> None:
+    """config.json of a model shape plus the tokenizer (its weights are built at random where used)."""
+    from transformers import AutoTokenizer, Qwen2Config
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    Qwen2Config(**shape, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id).save_pretrained(directory)  # fmt: skip
+    tokenizer.save_pretrained(directory)
+
+
+def phase_machines(root: Path, out: Path, steps: int) -> None:
+    """Two "machines" of one GPU each on this host (machine_rank 0 and 1, static rendezvous on 127.0.0.1),
+    started by the launcher resource's own command, against two processes of one machine."""
+    import socket
+
+    from arena_assets.resources import AccelerateLauncher
+
+    with socket.socket() as sock:  # one fixed port both machines are told (the launcher's 0 is per launch)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    p = paths(root)
+    work = root / "machines"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    train = {"backbone": str(p["backbone"]), "output_dir": str(work / "adapter"),
+             "train_path": str(p["artifacts"] / "hard_label_set" / "train.parquet"), "random_init": True,
+             "max_steps": steps, "epochs": 0, "per_device_batch_size": 2, "global_batch_size": 16,
+             "gradient_checkpointing": 0.5, "resume": False, "log_every_steps": 1,
+             "precision": "bf16"}  # fmt: skip
+    config_path = work / "train.json"
+    config_path.write_text(json.dumps(train))
+    fields = {"num_processes": 1, "num_machines": 2, "main_process_ip": "127.0.0.1",
+              "main_process_port": port}  # fmt: skip
+    children = []
+    start = time.perf_counter()
+    for rank in (0, 1):
+        launcher = AccelerateLauncher(**fields, machine_rank=rank, visible_devices=str(rank))
+        command = launcher.command(module="arena_assets.ranker.trainer", config_path=config_path)
+        log = open(work / f"machine-{rank}.log", "w")  # noqa: SIM115 - closed when the child ends
+        children.append((subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                          env={**os.environ, **launcher.launch_env()}), log))  # fmt: skip
+    codes = [child.wait(timeout=900) for child, _ in children]
+    for _, log in children:
+        log.close()
+    metrics_file = work / "adapter" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    result = {
+        "exit_codes": codes,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        "written_by_machine_0_only": sorted(x.name for x in work.iterdir()),
+        "log_tail": {r: (work / f"machine-{r}.log").read_text()[-1500:] for r in (0, 1)},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "machines.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "log_tail"}, indent=1))
+    if any(codes):
+        print(json.dumps(result["log_tail"], indent=1))
 
 
 def phase_predict(root: Path, out: Path, rows: int) -> None:
@@ -311,7 +424,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "phase", choices=["data", "backbone", "graph-start", "graph-wait", "scaling", "predict"]
+        "phase",
+        choices=["data", "backbone", "graph-start", "graph-wait", "scaling", "large", "machines", "predict"],
     )
     parser.add_argument("--dir", type=Path, default=Path(".e2e"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/e2e-out"))
@@ -332,6 +446,10 @@ def main() -> None:
         phase_graph_wait(root, args.out, args.seconds)
     elif args.phase == "scaling":
         phase_scaling(root, args.out, args.steps)
+    elif args.phase == "large":
+        phase_large(root, args.out, args.rows)
+    elif args.phase == "machines":
+        phase_machines(root, args.out, args.steps)
     else:
         phase_predict(root, args.out, args.rows)
 

@@ -20,6 +20,7 @@ import torch
 
 from arena_assets.ranker.artifacts import atomic_write_text, file_sha256, model_identity, ranker_code_version
 from arena_assets.ranker.config import TrainConfig, config_to_dict
+from arena_assets.ranker.modeling import local_shard
 
 # Config fields that never change the trained weights: a checkpoint stays valid when only these differ.
 RUNTIME_FIELDS = frozenset({
@@ -93,7 +94,13 @@ def _differences(old: dict[str, Any] | None, new: dict[str, Any], prefix: str = 
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """The trainable weights this rank holds: whole ones, or its shards under FSDP."""
+    return {n: local_shard(p).detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _trainer_file(directory: Path, process_index: int, sharded: bool) -> Path:
+    """Where a rank's weights and optimizer state go: one file from rank 0, or one per rank under FSDP."""
+    return directory / (f"trainer-{process_index}.pt" if sharded else "trainer.pt")
 
 
 def save(
@@ -108,8 +115,10 @@ def save(
     process_index: int,
     is_main_process: bool,
     barrier: Callable[[], None],
+    sharded: bool = False,
 ) -> None:
-    """Write checkpoint `step`; every rank calls this (each saves its RNG), rank 0 writes the rest."""
+    """Write checkpoint `step`; every rank calls this (each saves its RNG, and under FSDP its shards),
+    rank 0 writes the rest and, once every rank is done, `state.json`."""
     directory = Path(work_dir) / f"checkpoint-{step:08d}"
     if is_main_process:
         directory.mkdir(parents=True, exist_ok=True)
@@ -121,18 +130,19 @@ def save(
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     torch.save(rng, directory / f"rng-{process_index}.pt")
+    if sharded or is_main_process:
+        torch.save(
+            {
+                "model": _trainable_state(model),
+                "masters": masters.state_dict() if masters is not None else None,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+            },
+            _trainer_file(directory, process_index, sharded),
+        )
     barrier()
     if not is_main_process:
         return
-    torch.save(
-        {
-            "model": _trainable_state(model),
-            "masters": masters.state_dict() if masters is not None else None,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-        },
-        directory / "trainer.pt",
-    )
     atomic_write_text(directory / _DONE, json.dumps(state))
     finished = sorted(p for p in Path(work_dir).glob("checkpoint-*") if (p / _DONE).is_file())
     for old in finished[:-KEEP_LAST]:
@@ -153,16 +163,18 @@ def load_latest(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     process_index: int,
+    sharded: bool = False,
 ) -> dict[str, Any] | None:
     """Restore the newest finished checkpoint into the given objects; returns its saved state or None."""
     directory = latest(work_dir)
     if directory is None:
         return None
-    blob = torch.load(directory / "trainer.pt", map_location="cpu", weights_only=False)
+    trainer_file = _trainer_file(directory, process_index, sharded)
+    blob = torch.load(trainer_file, map_location="cpu", weights_only=False)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in blob["model"].items():
-            params[name].copy_(value)
+            local_shard(params[name]).copy_(value)
     if masters is not None:
         masters.load_state_dict(blob["masters"])
     optimizer.load_state_dict(blob["optimizer"])

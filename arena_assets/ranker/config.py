@@ -60,6 +60,9 @@ class TrainConfig:
     adapter_compute_dtype: bool = True  # LoRA matmuls in the compute dtype, fp32 master weights
     use_liger: Literal["auto", "on", "off"] = "auto"  # liger-kernel RMSNorm/SwiGLU/RoPE when installed
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    # With several processes: shard backbone, adapters, gradients and optimizer state over them (FSDP2,
+    # ranker/sharding.py) instead of a whole model per process (DDP). For a backbone too large for one GPU.
+    fsdp: bool = False
     checkpoint_every_steps: int = 0  # 0: no checkpoints by step count
     checkpoint_every_minutes: float = 0.0  # 0: none by time; several processes follow rank 0's clock
     eval_every_steps: int = 0  # 0: validate only at the end
@@ -112,6 +115,7 @@ class MergeConfig:
     adapter_dir: str = ""
     output_dir: str = ""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, fp16 on older GPUs
+    device_map: Literal["single", "auto"] = "single"  # auto: a backbone too large for one GPU across all
     max_length: int = 4096
     probe_path: str = ""  # parquet of pairs for the parity probe; empty: built-in multilingual probe
     probe_rows: int = 8
@@ -136,6 +140,8 @@ class ScoreConfig:
     max_batch_rows: int = 64
     rows_per_shard: int = 2048
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, fp16 on older GPUs
+    # auto: one process spreads a model too large for one GPU over all of them (layer by layer, no grads)
+    device_map: Literal["single", "auto"] = "single"
     use_liger: Literal["auto", "on", "off"] = "auto"
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
 

@@ -58,7 +58,8 @@ def letter_logits(
         use_cache=False,
     ).last_hidden_state  # [B, L, H]
     rows = torch.arange(hidden.shape[0], device=hidden.device)
-    last = hidden[rows, last_token_index(attention_mask)]  # [B, H]
+    # .to(): under a device map the last layer (and so `hidden`) may sit on another GPU than the inputs.
+    last = hidden[rows, last_token_index(attention_mask).to(hidden.device)]  # [B, H]
     index = torch.tensor(letter_ids, device=lm_head.weight.device)
     # .to(): under a device map the head and the last layer may sit on different GPUs.
     weight = lm_head.weight.index_select(0, index).to(hidden.device)  # [2, H]

@@ -12,7 +12,9 @@ disk that cannot hold the result fails before anything is written.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import MergeConfig, config_to_dict
 from arena_assets.ranker.data import encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, score_sequences
-from arena_assets.ranker.modeling import load_backbone, resolve_dtype
+from arena_assets.ranker.modeling import load_backbone, peak_memory_gb, resolve_dtype
 from arena_assets.ranker.pipes import PARITY_CHECK, launched_by_pipes, path_value, pipes_reporter
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
 
@@ -54,8 +56,9 @@ def probe_frame(config: MergeConfig) -> pd.DataFrame:
     return pd.DataFrame(PROBE_PAIRS, columns=["prompt", "response_a", "response_b"])
 
 
-def check_free_disk(output_dir: Path, needed_bytes: int) -> None:
-    """Fail before writing when the target filesystem cannot hold the merged model (10% headroom)."""
+def check_free_disk(output_dir: Path, needed_bytes: int) -> dict[str, float]:
+    """Fail before writing when the target filesystem cannot hold the merged model (10% headroom);
+    returns the preflight's figures (GiB) for the report."""
     target = output_dir.parent
     target.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(target).free
@@ -64,6 +67,7 @@ def check_free_disk(output_dir: Path, needed_bytes: int) -> None:
             f"{target}: {free / 2**30:.1f} GiB free, the merged model needs about "
             f"{needed_bytes * 1.1 / 2**30:.1f} GiB. Free space or set output_dir elsewhere."
         )
+    return {"disk_free_gb": free / 2**30, "disk_needed_gb": needed_bytes * 1.1 / 2**30}
 
 
 def merge(config: MergeConfig) -> dict[str, Any]:
@@ -72,15 +76,24 @@ def merge(config: MergeConfig) -> dict[str, Any]:
     # ranks never write the same directory or both report to Dagster.
     if not Accelerator(mixed_precision="no").is_main_process:
         return {}
+    start = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = resolve_dtype(config.precision, device)
+    spread = config.device_map == "auto" and device.type == "cuda"
     with pipes_reporter(is_main_process=True) as reporter:
         tokenizer = load_tokenizer(config.adapter_dir)
         template = PromptTemplate.from_tokenizer(tokenizer)
         letters = letter_token_ids(tokenizer)
-        model = PeftModel.from_pretrained(
-            load_backbone(config.backbone, dtype=dtype, device=device, use_liger="off"), config.adapter_dir
-        ).eval()
+        backbone = load_backbone(
+            config.backbone,
+            dtype=dtype,
+            device=device,
+            use_liger="off",
+            device_map="auto" if spread else None,
+        )
+        # Probe inputs go where the embeddings are: the first GPU of a device map.
+        device = backbone.get_input_embeddings().weight.device
+        model = PeftModel.from_pretrained(backbone, config.adapter_dir).eval()
         encoded = encode_frame(template, probe_frame(config), max_length=config.max_length, rebalance=True)
 
         def probe(module: torch.nn.Module) -> torch.Tensor:
@@ -114,7 +127,8 @@ def merge(config: MergeConfig) -> dict[str, Any]:
         }
         reporter.info(f"merge parity: max |adapter - merged| = {diff:.3g} (tolerance {atol:g})")
         output_dir = Path(config.output_dir)
-        check_free_disk(output_dir, sum(p.numel() * p.element_size() for p in merged.parameters()))
+        merged_bytes = sum(p.numel() * p.element_size() for p in merged.parameters())
+        report.update(check_free_disk(output_dir, merged_bytes))
         with atomic_directory(output_dir) as tmp:
             merged.save_pretrained(tmp, safe_serialization=True, max_shard_size=config.max_shard_size)
             tokenizer.save_pretrained(tmp)
@@ -129,6 +143,10 @@ def merge(config: MergeConfig) -> dict[str, Any]:
                 extra={"kind": "merged_model"},
             )
         report["model_size_gb"] = directory_size_bytes(output_dir) / 2**30
+        report["wall_seconds"] = time.perf_counter() - start
+        report["peak_memory_gb"] = peak_memory_gb()
+        # ru_maxrss is in KiB on Linux: the merge's peak host memory, loading and saving included.
+        report["peak_host_memory_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         reporter.report_materialization({**report, "model_dir": path_value(output_dir)})
         # A failed parity is the blocking check's verdict in Dagster (nothing downstream runs); a shell
         # run fails in main().

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -69,6 +70,8 @@ def load_backbone(
     layers over every GPU present instead (a model larger than one GPU, for no-grad scoring).
     """
     attention = resolve_attention(attn_implementation, device)
+    if device_map is not None and random_init:
+        return _random_init_spread(path, dtype=dtype, attn_implementation=attention)
     if device_map is not None:
         return AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype, attn_implementation=attention, device_map=device_map
@@ -97,9 +100,45 @@ def load_backbone(
     return model.to(device)
 
 
+def _random_init_spread(path: str, *, dtype: torch.dtype, attn_implementation: str) -> PreTrainedModel:
+    """A model of the directory's config.json with random weights, its layers spread over every GPU as
+    `device_map="auto"` would place them (benchmarks of a shape too large for one GPU, with no weights)."""
+    from accelerate import dispatch_model, infer_auto_device_map, init_empty_weights
+    from accelerate.utils import get_balanced_memory, set_module_tensor_to_device
+
+    log.warning("random_init: %s built from its config with RANDOM weights (benchmark only)", path)
+    config = AutoConfig.from_pretrained(path)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+    no_split = model._no_split_modules
+    budget = get_balanced_memory(model, dtype=dtype, no_split_module_classes=no_split)
+    placement = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split, dtype=dtype)
+    for name, param in model.named_parameters():
+        where = next(placement[p] for p in _prefixes(name) if p in placement)
+        value = torch.empty(param.shape, dtype=dtype, device=where).normal_(0.0, config.initializer_range)
+        set_module_tensor_to_device(model, name, where, value=value)
+    for name, buffer in model.named_buffers():  # rotary frequencies: computed, not loaded
+        if buffer.is_meta:
+            raise RuntimeError(f"random_init with a device map left buffer {name} unset")
+    return dispatch_model(model, device_map=placement)
+
+
+def _prefixes(name: str) -> list[str]:
+    """`a.b.c` -> ["a.b.c", "a.b", "a", ""]: the device-map keys that may hold a parameter, deepest first."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def peak_memory_gb() -> float:
+    """The highest peak of allocated memory on any GPU this process used (GiB); 0 without CUDA."""
+    if not torch.cuda.is_available():
+        return 0.0
+    return max(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**30
+
+
 def apply_gradient_checkpointing(model: PreTrainedModel, share: float) -> int:
     """Recompute activations in the first `share` of decoder layers; returns how many layers recompute."""
-    layers = _decoder_layers(model)
+    layers = decoder_layers(model)
     count = round(share * len(layers))
     if count == 0:
         return 0
@@ -109,14 +148,14 @@ def apply_gradient_checkpointing(model: PreTrainedModel, share: float) -> int:
     return count
 
 
-def _decoder_layers(model: Any) -> list[torch.nn.Module]:
+def decoder_layers(model: Any) -> list[torch.nn.Module]:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return list(base.model.layers)
 
 
 def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
     """One log line saying which fast paths are on."""
-    layers = _decoder_layers(model)
+    layers = decoder_layers(model)
     recompute = sum(bool(getattr(layer, "gradient_checkpointing", False)) for layer in layers)
     adapter_dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" in n)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -130,16 +169,21 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
 
 
 class MasterWeights:
-    """fp32 master copies of low-precision trainable parameters.
+    """fp32 master copies of the trainable parameters, which the optimizer steps instead of them.
 
     The model computes with bf16 adapters; the optimizer steps the fp32 copies, which are copied back after
-    each step, so small updates are not lost to bf16 rounding.
+    each step, so small updates are not lost to bf16 rounding. Under FSDP the parameters are DTensors and
+    each rank keeps masters of its own shard only (plain tensors, so the optimizer state and checkpoints
+    are a rank's own); the gradient norm is then summed over the ranks.
     """
 
     def __init__(self, named_params: list[tuple[str, torch.nn.Parameter]]) -> None:
         self.model_params = [p for _, p in named_params]
         self.names = [n for n, _ in named_params]
-        self.masters = [torch.nn.Parameter(p.detach().float().clone()) for p in self.model_params]
+        self.sharded = any(isinstance(p, DTensor) for p in self.model_params)
+        self.masters = [
+            torch.nn.Parameter(local_shard(p).detach().float().clone()) for p in self.model_params
+        ]
 
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return list(zip(self.names, self.masters, strict=True))
@@ -150,14 +194,26 @@ class MasterWeights:
     def grads_to_master(self) -> None:
         """Move the model's gradients onto the masters, in fp32."""
         for master, param in zip(self.masters, self.model_params, strict=True):
-            master.grad = None if param.grad is None else param.grad.float()
+            master.grad = None if param.grad is None else local_shard(param.grad).float()
             param.grad = None
 
     def master_to_model(self) -> None:
         """Copy the updated masters back into the model's parameters."""
         with torch.no_grad():
             for master, param in zip(self.masters, self.model_params, strict=True):
-                param.copy_(master)
+                local_shard(param).copy_(master)
+
+    def clip_grad_norm_(self, max_norm: float) -> float:
+        """Scale the masters' gradients to a total norm of at most `max_norm`; returns the norm before."""
+        grads = [m.grad for m in self.masters if m.grad is not None]
+        total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+        if self.sharded:
+            # Each rank holds a disjoint shard of every gradient: the squares add up over the ranks.
+            squared = total.square()
+            torch.distributed.all_reduce(squared)
+            total = squared.sqrt()
+        torch.nn.utils.clip_grads_with_norm_(self.masters, max_norm, total)
+        return float(total)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {n: m.detach().clone() for n, m in zip(self.names, self.masters, strict=True)}
@@ -167,6 +223,11 @@ class MasterWeights:
             for name, master in zip(self.names, self.masters, strict=True):
                 master.copy_(state[name])
         self.master_to_model()
+
+
+def local_shard(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of an FSDP parameter or gradient (a DTensor); a plain tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.dtype]:

@@ -41,14 +41,16 @@ from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import ScoreConfig, config_to_dict
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, score_sequences
-from arena_assets.ranker.modeling import load_backbone, resolve_dtype
+from arena_assets.ranker.modeling import load_backbone, peak_memory_gb, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
 
 
-def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[LetterHead, Any]:
-    """The model (merged, or backbone plus adapter) as a letter head in eval mode, and its tokenizer."""
+def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[LetterHead, Any, torch.device]:
+    """The model (merged, or backbone plus adapter) as a letter head in eval mode, its tokenizer, and the
+    device its inputs go to (the first GPU of a device map)."""
     tokenizer = load_tokenizer(config.adapter_dir or config.model)
+    spread = config.device_map == "auto" and device.type == "cuda"
     model = load_backbone(
         config.model,
         dtype=resolve_dtype(config.precision, device),
@@ -56,13 +58,14 @@ def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[Letter
         attn_implementation=config.attn_implementation,
         use_liger=config.use_liger,
         random_init=config.random_init,
+        device_map="auto" if spread else None,
     )
     if config.adapter_dir:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, config.adapter_dir)
     head = LetterHead(model, letter_token_ids(tokenizer)).eval()
-    return head, tokenizer
+    return head, tokenizer, model.get_input_embeddings().weight.device
 
 
 def fingerprint(config: ScoreConfig) -> dict[str, Any]:
@@ -83,6 +86,12 @@ def score(config: ScoreConfig) -> dict[str, Any]:
     shard_dir = output_dir.with_name(output_dir.name + ".work")
     with pipes_reporter(is_main_process=accelerator.is_main_process) as reporter:
         start = time.perf_counter()
+        if config.device_map == "auto" and accelerator.num_processes > 1:
+            raise ValueError(
+                f"device_map 'auto' spreads one model over every GPU from one process, but "
+                f"{accelerator.num_processes} processes were launched: run the scorer with one process "
+                "(num_processes 1), or use device_map 'single' with one process per GPU"
+            )
         frame = read_pairs(
             config.input_path, required=(config.id_column, "prompt", "response_a", "response_b")
         )
@@ -100,7 +109,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
             barrier=accelerator.wait_for_everyone,
             log=reporter.warning,
         )
-        head, tokenizer = load_scoring_head(config, accelerator.device)
+        head, tokenizer, device = load_scoring_head(config, accelerator.device)
         template = PromptTemplate.from_tokenizer(tokenizer)
 
         shard_count = -(-len(frame) // config.rows_per_shard)
@@ -130,7 +139,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                     pad_token_id=tokenizer.pad_token_id,
                     token_budget=config.token_budget,
                     max_batch_rows=config.max_batch_rows,
-                    device=accelerator.device,
+                    device=device,
                 )
                 scoring_seconds += time.perf_counter() - scoring_start
                 suffix = "_swapped" if swapped else ""
@@ -139,23 +148,24 @@ def score(config: ScoreConfig) -> dict[str, Any]:
             atomic_write_parquet(result, path)
             rows_scored += len(part)
             reporter.info(f"shard {k + 1}/{shard_count}: {len(part)} rows")
-        totals = accelerator.gather(torch.tensor([rows_scored, tokens], device=accelerator.device).view(1, 2))
+        mine_totals = torch.tensor([rows_scored, tokens, scoring_seconds], dtype=torch.float64)
+        totals = accelerator.gather(mine_totals.to(accelerator.device).view(1, 3)).view(-1, 3).cpu()
         accelerator.wait_for_everyone()
         metrics: dict[str, Any] = {}
         if accelerator.is_main_process:
-            rows_scored, tokens = (int(x) for x in totals.view(-1, 2).sum(0).tolist())
+            rows_scored, tokens = (int(x) for x in totals[:, :2].sum(0).tolist())
+            # The slowest rank's forward time: the ranks run side by side and the run ends with it.
+            scoring_seconds = float(totals[:, 2].max())
             merged = _merge_shards(shard_dir, shard_count, frame, config.rows_per_shard)
             values = merged[[c for c in LOGIT_COLUMNS if c in merged]].to_numpy()
             metrics = {
                 "rows": len(merged),
                 "rows_scored_this_run": rows_scored,
                 "shards": shard_count,
-                # All ranks' real (unpadded) tokens over rank 0's forward time: ranks run side by side.
+                # All ranks' real (unpadded) tokens over the slowest rank's forward time.
                 "scoring_tokens_per_second": tokens / scoring_seconds if scoring_seconds else 0.0,
                 "wall_seconds": time.perf_counter() - start,
-                "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30
-                if torch.cuda.is_available()
-                else 0.0,
+                "peak_memory_gb": peak_memory_gb(),
                 "finite": bool(np.isfinite(values).all()),
             }
             with atomic_directory(output_dir) as tmp:

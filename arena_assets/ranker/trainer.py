@@ -49,10 +49,17 @@ from arena_assets.ranker.data import (
 from arena_assets.ranker.evaluation import pair_metrics
 from arena_assets.ranker.head import LetterHead, score_sequences
 from arena_assets.ranker.losses import hard_label_loss, soft_label_loss
-from arena_assets.ranker.modeling import MasterWeights, build_model, build_optimizer, fast_path_report
+from arena_assets.ranker.modeling import (
+    MasterWeights,
+    build_model,
+    build_optimizer,
+    fast_path_report,
+    peak_memory_gb,
+)
 from arena_assets.ranker.pipes import Reporter, md, path_value, pipes_reporter, url_value
 from arena_assets.ranker.plots import loss_curve_markdown
 from arena_assets.ranker.prompt import PromptTemplate, load_tokenizer
+from arena_assets.ranker.sharding import full_trainable_state, gradient_sync, is_sharded, shard_letter_head
 
 
 @dataclass
@@ -119,8 +126,15 @@ def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> 
     )
 
     model, dtype = build_model(config, accelerator.device)
+    head = LetterHead(model, template.letter_ids)
+    if config.fsdp and accelerator.num_processes > 1:
+        head = shard_letter_head(head)
+    else:
+        head = accelerator.prepare(head)
+    # After sharding: under FSDP these are this rank's DTensor shards, which the masters copy locally.
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    masters = MasterWeights(trainable) if trainable[0][1].dtype != torch.float32 else None
+    sharded = is_sharded(head)
+    masters = MasterWeights(trainable) if sharded or trainable[0][1].dtype != torch.float32 else None
     optimizer = build_optimizer(config, masters.named_parameters() if masters else trainable)
     steps = plan_steps(config, encoded.lengths, num_processes=accelerator.num_processes)
     total_steps = min(len(steps), config.max_steps) if config.max_steps > 0 else len(steps)
@@ -134,14 +148,15 @@ def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> 
     run = Run(
         config=config, accelerator=accelerator, reporter=reporter, tokenizer=tokenizer, template=template,
         encoded=encoded, targets=targets, validation=validation, model=model,
-        head=accelerator.prepare(LetterHead(model, template.letter_ids)), dtype=dtype, trainable=trainable,
+        head=head, dtype=dtype, trainable=trainable,
         masters=masters, optimizer=optimizer, scheduler=scheduler, steps=steps, total_steps=total_steps,
         work_dir=output_dir.with_name(output_dir.name + ".work"),
     )  # fmt: skip
     resume(run)
     reporter.info(
         f"{total_steps} optimizer steps x {config.accumulation_steps(accelerator.num_processes)} "
-        f"micro-batches of {config.per_device_batch_size} rows on {accelerator.num_processes} process(es); "
+        f"micro-batches of {config.per_device_batch_size} rows on {accelerator.num_processes} process(es) "
+        f"({'FSDP, sharded' if sharded else 'DDP' if accelerator.num_processes > 1 else 'one process'}); "
         + fast_path_report(model, config, dtype)
     )
     return run
@@ -166,6 +181,7 @@ def resume(run: Run) -> None:
         optimizer=run.optimizer,
         scheduler=run.scheduler,
         process_index=accelerator.process_index,
+        sharded=is_sharded(run.head),
     )
     if restored is not None:
         run.state = TrainState(**restored)
@@ -220,6 +236,7 @@ def fit(run: Run) -> None:
                 process_index=accelerator.process_index,
                 is_main_process=run.is_main,
                 barrier=accelerator.wait_for_everyone,
+                sharded=is_sharded(run.head),
             )
             last_checkpoint = time.monotonic()
     progress.close()
@@ -245,7 +262,7 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         # Gradients are all-reduced once per optimizer step, on the last micro-batch.
         sync = index == len(mine) - 1
-        with nullcontext() if sync else accelerator.no_sync(run.head):
+        with gradient_sync(run.head, sync), nullcontext() if sync else accelerator.no_sync(run.head):
             logits = run.head(batch["input_ids"], batch["attention_mask"])
             if config.label == "hard":
                 loss = hard_label_loss(logits, batch["labels"])
@@ -258,15 +275,15 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
         state.padded_tokens += int((batch["attention_mask"] == 0).sum())
     if run.masters is not None:
         run.masters.grads_to_master()
-    grad_norm = torch.nn.utils.clip_grad_norm_(
-        run.masters.parameters() if run.masters else [p for _, p in run.trainable], config.max_grad_norm
-    )
+        grad_norm = run.masters.clip_grad_norm_(config.max_grad_norm)
+    else:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_([p for _, p in run.trainable], config.max_grad_norm))
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     if run.masters is not None:
         run.masters.master_to_model()
-    return step_loss, step_tokens, float(grad_norm)
+    return step_loss, step_tokens, grad_norm
 
 
 def checkpoint_due(run: Run, last_checkpoint: float) -> bool:
@@ -353,12 +370,12 @@ def metrics_of(run: Run, scores: dict[str, float], wall_start: float) -> dict[st
         "train_rows": len(run.encoded.input_ids),
         "num_processes": run.accelerator.num_processes,
         "wall_seconds": time.perf_counter() - wall_start,
-        "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0,
+        "peak_memory_gb": peak_memory_gb(),
         **{f"train_{k}": v for k, v in run.encoded.length_report().items()},
     }
 
 
-def save(run: Run, metrics: dict[str, Any]) -> None:
+def save(run: Run, metrics: dict[str, Any], adapter_state: dict[str, torch.Tensor]) -> None:
     """Finish W&B, then swap the adapter directory in (rank 0); the old adapter stays until all succeeded."""
     config = run.config
     if run.wandb_run is not None:
@@ -367,7 +384,7 @@ def save(run: Run, metrics: dict[str, Any]) -> None:
     output_dir = Path(config.output_dir)
     made_by = checkpointing.fingerprint(config, run.accelerator.num_processes)
     with atomic_directory(output_dir) as tmp:
-        run.accelerator.unwrap_model(run.head).model.save_pretrained(tmp)
+        run.model.save_pretrained(tmp, state_dict=adapter_state)
         run.tokenizer.save_pretrained(tmp)
         (tmp / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
         portable_adapter_config(tmp, config.backbone)
@@ -394,11 +411,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # Precision is the ranker's own (weights loaded in the compute dtype), not accelerate's autocast.
     accelerator = Accelerator(mixed_precision="no")
     if accelerator.distributed_type == DistributedType.FSDP:
-        # prepare() turns the LoRA weights into flat shards, while MasterWeights, the rank-0 save_pretrained
-        # and evaluation through unwrap_model need them whole: remove once those gather full weights.
-        raise NotImplementedError(
-            "the trainer runs under DDP, not yet FSDP (docs/multi-gpu.md): launch it "
-            "with configs/accelerate/ddp.yaml or --num_processes"
+        raise ValueError(
+            "the trainer shards with torch's FSDP2 itself (arena_assets/ranker/sharding.py), not with "
+            "accelerate's FSDP plugin: launch it like DDP (--num_processes N, or "
+            "configs/accelerate/ddp.yaml) and set fsdp: true in the training config"
         )
     set_seed(config.seed)
     with pipes_reporter(is_main_process=accelerator.is_main_process) as reporter:
@@ -406,8 +422,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         run = setup(config, accelerator, reporter)
         fit(run)
         metrics = metrics_of(run, evaluate(run), wall_start)
+        adapter_state = full_trainable_state(run.model)  # every rank: a collective under FSDP
         if run.is_main:
-            save(run, metrics)
+            save(run, metrics, adapter_state)
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return metrics

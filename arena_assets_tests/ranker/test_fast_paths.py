@@ -111,7 +111,7 @@ def _adapter_logits(files: PairFiles, backbone: str, adapter_dir: Path) -> torch
     """Letter logits [8, 2] of the first validation rows through the scorer's bf16 backbone + adapter path."""
     config = ScoreConfig(model=backbone, adapter_dir=str(adapter_dir), precision="bf16", max_length=192,
                          token_budget=4096, use_liger="off")
-    head, tokenizer = load_scoring_head(config, torch.device("cpu"))
+    head, tokenizer, _ = load_scoring_head(config, torch.device("cpu"))
     batch = _batch(tokenizer, read_pairs(files.validation).head(8))
     with torch.no_grad():
         return head(batch["input_ids"], batch["attention_mask"])

@@ -126,3 +126,21 @@ def test_appended_rows_score_only_the_new_shards(demo_backbone: Path, small_file
     score(_config(demo_backbone, small_files.open_pairs, tmp_path / "clean", rows_per_shard=8))
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "scores" / OUTPUT_NAME),
                                   pd.read_parquet(tmp_path / "clean" / OUTPUT_NAME))
+
+
+def test_a_device_map_with_several_processes_is_refused_before_loading(
+    small_files: PairFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`device_map: auto` is one process driving every GPU; N processes would each try to do the same."""
+    import accelerate
+
+    from arena_assets.ranker import scorer
+
+    class TwoRanks(accelerate.Accelerator):
+        num_processes = 2
+
+    monkeypatch.setattr(scorer, "Accelerator", TwoRanks)
+    monkeypatch.setattr(scorer, "load_scoring_head", lambda *_: pytest.fail("loaded the model"))
+    config = _config(Path("unused"), small_files.open_pairs, tmp_path / "scores", device_map="auto")
+    with pytest.raises(ValueError, match="run the scorer with one process"):
+        score(config)
