@@ -162,6 +162,20 @@ def test_step_rows_do_not_depend_on_the_process_count(num_processes: int, per_de
         assert sorted(rows for shard in shards for rows in shard) == sorted(step)
 
 
+def test_ranks_balance_a_steps_padded_tokens_with_as_many_micro_batches_each() -> None:
+    costs = [4096, 300, 280, 3900, 350, 310, 2000, 2100]  # padded tokens of 8 micro-batches, 4 ranks
+    batches = [[2 * i, 2 * i + 1] for i in range(len(costs))]
+    shares = [shard_batches(batches, num_processes=4, process_index=r, costs=costs) for r in range(4)]
+    assert sorted(b for share in shares for b in share) == batches and {len(s) for s in shares} == {2}
+    loads = [sum(costs[batches.index(b)] for b in share) for share in shares]
+    round_robin = [sum(costs[r::4]) for r in range(4)]
+    assert max(loads) < max(round_robin)
+    # The step lasts as long as its busiest rank: 4,376 padded tokens (3,334 on average), against 6,000.
+    assert max(loads) == 4376 and max(round_robin) == 6000
+    # With equal costs it is plain round robin, each rank's batches in the step's order.
+    assert shard_batches(batches, num_processes=4, process_index=1, costs=[7] * 8) == [batches[1], batches[5]]
+
+
 def test_fewer_micro_batches_than_processes_fail_loudly() -> None:
     with pytest.raises(ValueError, match="cannot be shared among 4 processes"):
         plan_steps(_plan_config(global_batch_size=16), _lengths(5), num_processes=4)

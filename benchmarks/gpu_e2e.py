@@ -12,6 +12,7 @@ Phases (each its own command, so a long run can span calls on one warm machine):
     python3 benchmarks/gpu_e2e.py large --dir .e2e --out $OUT     # a 72B shape scored over all GPUs
     python3 benchmarks/gpu_e2e.py machines --dir .e2e --out $OUT  # two 1-GPU "machines" on this host
     python3 benchmarks/gpu_e2e.py predict --dir .e2e --out $OUT  # the predictor's rows/s, fp16 and bf16
+    python benchmarks/gpu_e2e.py balance --dir .e2e               # here: how evenly a step's work splits
 
 `data` generates the raw files in the real schemas with the embedded generator, its responses lengthened so a
 judge prompt has the real length distribution (median about 1,100 tokens, a tail cut at 4,096), and enough
@@ -373,6 +374,43 @@ def phase_machines(root: Path, out: Path, steps: int) -> None:
         print(json.dumps(result["log_tail"], indent=1))
 
 
+def phase_balance(root: Path) -> None:
+    """The DDP efficiency bound of the step plan at these lengths (CPU, no GPU): each step lasts as long as
+    its busiest rank, so mean / max of the ranks' padded tokens, summed over the steps, bounds the scaling
+    efficiency. Round robin (micro-batch r, r+N, ... to rank r) against `shard_batches`' balancing."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from arena_assets.hard_labels import build_hard_label_set
+    from arena_assets.ranker.collate import plan_steps, shard_batches
+    from arena_assets.ranker.config import TrainConfig
+    from arena_assets.ranker.data import encode_frame
+    from arena_assets.ranker.prompt import PromptTemplate
+    from arena_assets.readers import read_source
+
+    raw = paths(root)["raw"]
+    frames = [read_source("wsdm_train", [raw / "wsdm" / "train.parquet"]).frame,
+              read_source("lmsys_55k", [raw / "lmsys_55k" / "train.csv"]).frame,
+              read_source("lmsys_33k", sorted((raw / "lmsys_33k").glob("*.csv"))).frame]  # fmt: skip
+    train = build_hard_label_set(frames, validation_fraction=VALIDATION_FRACTION, seed=42).train
+    template = PromptTemplate.from_tokenizer(AutoTokenizer.from_pretrained(paths(root)["tokenizer"]))
+    lengths = encode_frame(template, train, max_length=4096, rebalance=True).lengths
+    report = {}
+    for n in (2, 3, 4, 8):
+        config = TrainConfig(per_device_batch_size=2, global_batch_size=8 * n, epochs=1.0)
+        bound = {"round_robin": [0.0, 0.0], "balanced": [0.0, 0.0]}
+        for step in plan_steps(config, lengths, num_processes=n):
+            costs = [len(rows) * max(lengths[r] for r in rows) for rows in step]
+            for name, given in (("round_robin", None), ("balanced", costs)):
+                loads = [sum(costs[step.index(b)] for b in shard_batches(step, num_processes=n,
+                                                                         process_index=r, costs=given))
+                         for r in range(n)]  # fmt: skip
+                bound[name][0] += float(np.mean(loads))
+                bound[name][1] += max(loads)
+        report[n] = {name: round(mean / busiest, 3) for name, (mean, busiest) in bound.items()}
+    print(json.dumps({"train_rows": len(train), "efficiency_bound": report}, indent=1))
+
+
 def phase_predict(root: Path, out: Path, rows: int) -> None:
     """The predictor's rows/s at the 14B shape in fp16 and bf16 (one order, then both), one GPU."""
     import pandas as pd
@@ -425,7 +463,8 @@ def main() -> None:
     )
     parser.add_argument(
         "phase",
-        choices=["data", "backbone", "graph-start", "graph-wait", "scaling", "large", "machines", "predict"],
+        choices=["data", "backbone", "graph-start", "graph-wait", "scaling", "large", "machines", "predict",
+                 "balance"],
     )
     parser.add_argument("--dir", type=Path, default=Path(".e2e"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/e2e-out"))
@@ -450,6 +489,8 @@ def main() -> None:
         phase_large(root, args.out, args.rows)
     elif args.phase == "machines":
         phase_machines(root, args.out, args.steps)
+    elif args.phase == "balance":
+        phase_balance(root)
     else:
         phase_predict(root, args.out, args.rows)
 

@@ -56,18 +56,37 @@ def pair_batches(
     return batches
 
 
-def shard_batches(batches: list[list[int]], *, num_processes: int, process_index: int) -> list[list[int]]:
-    """Batches r, r+N, r+2N, ... for rank r of N; the tail is dropped so every rank gets as many.
+def shard_batches(
+    batches: list[list[int]],
+    *,
+    num_processes: int,
+    process_index: int,
+    costs: Sequence[float] | None = None,
+) -> list[list[int]]:
+    """Rank r's share of one step's micro-batches: as many for every rank, the heaviest balanced out.
 
-    Under DDP every rank must take the same number of optimizer steps, or the ranks deadlock in the
-    gradient all-reduce; at most N-1 batches are dropped per epoch.
+    Under DDP every rank must run as many forward passes, or the ranks deadlock in the gradient all-reduce,
+    so the tail is dropped (at most N-1 batches). A step lasts as long as its busiest rank, so with `costs`
+    (a batch's padded tokens) the batches go heaviest first to the least-loaded rank that still has room
+    (longest-processing-time scheduling); with equal costs that is batches r, r+N, r+2N, ... for rank r.
+    Every rank computes the same assignment, and a rank's batches keep their order in the step.
     """
     if not 0 <= process_index < num_processes:
         raise ValueError(f"process_index must be in [0, {num_processes}), got {process_index}")
     per_rank = len(batches) // num_processes
     if batches and per_rank == 0:
         raise ValueError(f"{len(batches)} batches cannot be shared among {num_processes} processes")
-    return batches[process_index : per_rank * num_processes : num_processes]
+    kept = range(per_rank * num_processes)
+    weight = [1.0] * len(kept) if costs is None else [float(costs[i]) for i in kept]
+    load, count = [0.0] * num_processes, [0] * num_processes
+    mine = []
+    for index in sorted(kept, key=lambda i: -weight[i]):  # stable: equal costs keep the step's order
+        rank = min((r for r in range(num_processes) if count[r] < per_rank), key=lambda r: load[r])
+        load[rank] += weight[index]
+        count[rank] += 1
+        if rank == process_index:
+            mine.append(index)
+    return [batches[i] for i in sorted(mine)]
 
 
 def pair_rows(pair_indices: Sequence[int]) -> list[int]:
@@ -128,10 +147,10 @@ def plan_steps(config: TrainConfig, lengths: np.ndarray, *, num_processes: int) 
     """Every optimizer step as its micro-batches of row indices (a row and its swap adjacent), in order.
 
     The steps do not depend on `num_processes`: step s holds the same global_batch_size /
-    per_device_batch_size micro-batches for any N, and process r runs micro-batches r, r+N, ... of it
-    (`shard_batches`). Epochs are joined before they are cut into steps. Only the last step can be short; it
-    keeps a multiple of N micro-batches (at most N-1 are dropped per run), since every process must run as
-    many forward passes.
+    per_device_batch_size micro-batches for any N, and each process runs as many of them, balanced by
+    padded tokens (`shard_batches`). Epochs are joined before they are cut into steps. Only the last step
+    can be short; it keeps a multiple of N micro-batches (at most N-1 are dropped per run), since every
+    process must run as many forward passes.
     """
     pairs_per_batch = config.per_device_batch_size // 2
     per_step = config.accumulation_steps(num_processes) * num_processes

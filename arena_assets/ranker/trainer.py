@@ -245,8 +245,12 @@ def fit(run: Run) -> None:
 def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, int, float]:
     """One optimizer step over this process's micro-batches; returns (mean loss, tokens, grad norm)."""
     config, accelerator, state = run.config, run.accelerator, run.state
+    lengths = run.encoded.lengths
     mine = shard_batches(
-        step_batches, num_processes=accelerator.num_processes, process_index=accelerator.process_index
+        step_batches,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+        costs=[len(rows) * max(lengths[r] for r in rows) for rows in step_batches],  # padded tokens
     )
     # DDP averages gradients over processes, so each weighs its rows against the step's rows per process:
     # the gradient is the mean over all the step's rows even where a short batch leaves the processes
@@ -354,17 +358,20 @@ def log_scores(run: Run, scores: dict[str, float]) -> None:
 
 def metrics_of(run: Run, scores: dict[str, float], wall_start: float) -> dict[str, Any]:
     """What `metrics.json` holds: validation figures, the loss curve, throughput, sizes."""
-    state = run.state
+    state, accelerator = run.state, run.accelerator
     tokens, seconds = (
         (state.timed_tokens, state.timed_seconds)
         if state.timed_seconds > 0
         else (state.tokens_processed, state.train_seconds)
     )
+    # Every rank's tokens (ranks hold unequal shares of a step); the ranks step together, so rank 0's clock
+    # is everyone's.
+    tokens = int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum"))
     return {
         **{f"val_{k}": v for k, v in scores.items()},
         "train_loss_curve": state.loss_curve,
         "train_loss_final": state.loss_curve[-1][1] if state.loss_curve else float("nan"),
-        "train_tokens_per_second": tokens * run.accelerator.num_processes / max(seconds, 1e-9),
+        "train_tokens_per_second": tokens / max(seconds, 1e-9),
         "padding_fraction": state.padded_tokens / max(state.tokens_processed, 1),
         "steps": state.step,
         "train_rows": len(run.encoded.input_ids),
