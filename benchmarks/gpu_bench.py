@@ -1,11 +1,19 @@
-"""Time the ranker's trainer and scorer on one GPU: the tiny model, and the Qwen2.5-14B shape.
+"""Time the ranker's trainer and scorer on one GPU: the straightforward recipe beside the fast paths.
 
-    PYTHONPATH=. python benchmarks/gpu_bench.py --out $OUT [--only tiny,train_2048,...]
+    PYTHONPATH=. python benchmarks/gpu_bench.py --out $OUT [--only train_2048_plain,...] [--real .e2e]
 
 Every variant runs the real entry points (`python -m arena_assets.ranker.trainer|scorer --config F`) as
-child processes, so what is timed is what the assets run. Prints one table at the end and writes
-`results.json` under --out. The 14B shape is a config.json plus the tiny tokenizer; the
-trainer and scorer build it with random weights on the GPU (`random_init`), so no download is needed.
+child processes, so what is timed is what the assets run. Prints one table at the end (tokens/s, share of
+the measured dense bf16 rate, peak memory, padding, against the straightforward recipe) and writes
+`results.json` under --out: `env.dense_bf16_tflops`, then one key per variant (`train_2048_plain`,
+`train_2048_*`, `train_4096_*`, `train_real_*`, `score_2048_*`, `score_real_*`) holding the entry point's
+metrics (`train_tokens_per_second` or `scoring_tokens_per_second`, `peak_memory_gb`, `padding_fraction`),
+and `loss_2048`: the straightforward and the fast trainer over the same 50 steps, curve against curve.
+
+The 14B shape is a config.json plus a tokenizer; the trainer and scorer build it with random weights on the
+GPU (`random_init`), so no download is needed. Equal-length rows fill max_length exactly; the `*_real`
+variants take the WSDM-like rows that `python benchmarks/gpu_e2e.py data --dir .e2e` writes (median about
+1,100 tokens, tail to 4,096) with that run's tokenizer.
 """
 
 from __future__ import annotations
@@ -24,9 +32,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "data" / "embedded" / "tiny-qwen2"
-HARD = ROOT / "data" / "artifacts" / "hard_label_set"
-OPEN = ROOT / "data" / "artifacts" / "open_model_pairs" / "rows.parquet"
-TINY_MERGED = ROOT / "data" / "artifacts" / "merged_stage1_model" / "model"
 NON_EMBEDDING_PARAMS_14B = 13.2e9
 QWEN14B_SHAPE = dict(
     hidden_size=5120,
@@ -44,6 +49,9 @@ QWEN14B_SHAPE = dict(
 # The straightforward recipe (peft's fp32 adapters, every layer recomputed, no liger) against the fast paths.
 PLAIN = {"adapter_compute_dtype": False, "gradient_checkpointing": 1.0, "use_liger": "off"}
 FAST = {"adapter_compute_dtype": True, "gradient_checkpointing": 0.0, "use_liger": "auto"}
+# bf16 keeps about 3 significant digits: a loss near 0.7 moves in steps of 0.004, and the two recipes round
+# in different places (fp32 adapters vs bf16 adapters with fp32 masters) for 50 steps.
+LOSS_CURVE_ATOL = 0.02
 
 
 def dense_bf16_tflops() -> float:
@@ -62,13 +70,13 @@ def dense_bf16_tflops() -> float:
     return 2 * 8192**3 / float(np.median(times)) / 1e12
 
 
-def write_14b_dir(work: Path) -> Path:
-    """config.json of the 14B shape plus the tiny tokenizer's files."""
+def write_14b_dir(work: Path, tokenizer_dir: Path = TINY, name: str = "qwen14b-shape") -> Path:
+    """config.json of the 14B shape plus a tokenizer's files (the tiny model's by default)."""
     from transformers import AutoTokenizer, Qwen2Config
 
-    directory = work / "qwen14b-shape"
+    directory = work / name
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(TINY)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     Qwen2Config(
         **QWEN14B_SHAPE,
         pad_token_id=tokenizer.pad_token_id,
@@ -121,7 +129,39 @@ def long_pairs(work: Path, rows: int, *, swaps: bool) -> Path:
     return path
 
 
-def run_entry(module: str, config: dict, work: Path, name: str) -> dict:
+def real_pairs(work: Path, e2e: Path, rows: int, *, swaps: bool) -> Path:
+    """The first `rows` WSDM-like train rows of a `gpu_e2e.py data` directory (real length distribution)."""
+    frame = pd.read_parquet(e2e / "raw" / "wsdm" / "train.parquet").head(rows)
+    frame = frame.assign(id=frame["id"].astype(str), source="bench")
+    if swaps:
+        from arena_assets.ranker.data import interleave_swaps
+
+        frame = interleave_swaps(frame.assign(pair_id=frame["id"]))
+    path = work / f"real_{rows}_{int(swaps)}.parquet"
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def loss_curves(work: Path, backbone: Path, data: Path, *, steps: int) -> dict:
+    """The straightforward and the fast trainer over the same `steps` steps of one swap pair: both curves,
+    their largest difference, and whether it is within LOSS_CURVE_ATOL."""
+    curves = {}
+    for name, extra in (("plain", PLAIN), ("fast", FAST)):
+        config = {"backbone": str(backbone), "output_dir": str(work / f"loss_{name}"),
+                  "train_path": str(data), "max_length": 2048, "per_device_batch_size": 2,
+                  "global_batch_size": 2, "max_steps": steps,
+                  "random_init": True, "resume": False, "precision": "bf16", "log_every_steps": 10,
+                  "lr_lora_a": 1e-4, "lr_lora_b": 5e-4, **extra}  # fmt: skip
+        result = run_entry("arena_assets.ranker.trainer", config, work, f"loss_{name}", keep_curve=True)
+        if "error" in result:
+            return {name: result}
+        curves[name] = [loss for _, loss in result["train_loss_curve"]]
+    diff = max(abs(a - b) for a, b in zip(curves["plain"], curves["fast"], strict=True))
+    return {**{f"curve_{k}": v for k, v in curves.items()}, "steps": steps, "max_abs_diff": diff,
+            "atol": LOSS_CURVE_ATOL, "within_atol": diff <= LOSS_CURVE_ATOL}  # fmt: skip
+
+
+def run_entry(module: str, config: dict, work: Path, name: str, *, keep_curve: bool = False) -> dict:
     """Run one entry point as a child process and return its metrics.json plus wall time."""
     config_path = work / f"{name}.json"
     config_path.write_text(json.dumps(config))
@@ -139,7 +179,7 @@ def run_entry(module: str, config: dict, work: Path, name: str) -> dict:
         return {"error": (proc.stderr or proc.stdout)[-1500:], "wall": wall}
     metrics_dir = Path(config["output_dir"])
     metrics = json.loads((metrics_dir / "metrics.json").read_text())
-    return {**{k: v for k, v in metrics.items() if k != "train_loss_curve"}, "wall": wall}
+    return {**{k: v for k, v in metrics.items() if keep_curve or k != "train_loss_curve"}, "wall": wall}
 
 
 def train_variant(
@@ -194,6 +234,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--loss-steps", type=int, default=50)
+    parser.add_argument("--real", type=Path, default=ROOT / ".e2e", help="a `gpu_e2e.py data` directory")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path("/tmp/arena-bench")
@@ -207,86 +249,37 @@ def main() -> None:
     long_train = long_pairs(work, 32, swaps=True)
     long_score = long_pairs(work, 64, swaps=False)
 
+    def train(length: int, extra: dict, data: Path = long_train, backbone: Path = qwen) -> dict:
+        return train_variant(work, backbone, data, max_length=length, extra=extra, steps=args.steps)
+
+    def score(length: int, extra: dict, data: Path = long_score, model: Path = qwen) -> dict:
+        return score_variant(work, model, data, max_length=length, extra=extra, random_init=True)
+
+    def real(kind: str, extra: dict) -> dict:
+        """Rows of the real length distribution at max length 4096, with the tokenizer they were made for."""
+        if not (args.real / "tokenizer").is_dir():
+            return {"error": f"no {args.real}/tokenizer: run `python benchmarks/gpu_e2e.py data --dir .e2e` "
+                             "here and carry .e2e"}  # fmt: skip
+        model = write_14b_dir(work, args.real / "tokenizer", "qwen14b-shape-real")
+        if kind == "train":
+            return train(4096, extra, real_pairs(work, args.real, 64, swaps=True), model)
+        return score(4096, extra, real_pairs(work, args.real, 256, swaps=False), model)
+
     variants = {
-        "tiny_train": lambda: run_entry(
-            "arena_assets.ranker.trainer",
-            {
-                "backbone": str(TINY),
-                "output_dir": str(work / "tiny_adapter"),
-                "train_path": str(HARD / "train.parquet"),
-                "validation_path": str(HARD / "validation.parquet"),
-                "max_length": 384,
-                "per_device_batch_size": 16,
-                "global_batch_size": 16,
-                "lora_r": 16,
-                "lora_alpha": 32,
-                "lr_lora_a": 2e-3,
-                "lr_lora_b": 4e-3,
-                "epochs": 2,
-                "gradient_checkpointing": 1.0,
-                "precision": "bf16",
-                "resume": False,
-            },
-            work,
-            "tiny_train",
-        ),
-        "tiny_score": lambda: score_variant(
-            work, TINY_MERGED, OPEN, max_length=384, extra={}, random_init=False
-        ),
-        "train_2048_plain": lambda: train_variant(
-            work, qwen, long_train, max_length=2048, extra=PLAIN, steps=args.steps
-        ),
-        "train_2048_bf16_adapters": lambda: train_variant(
-            work,
-            qwen,
-            long_train,
-            max_length=2048,
-            extra={**PLAIN, "adapter_compute_dtype": True},
-            steps=args.steps,
-        ),
-        "train_2048_fast": lambda: train_variant(
-            work, qwen, long_train, max_length=2048, extra=FAST, steps=args.steps
-        ),
-        "train_2048_fast_half": lambda: train_variant(
-            work,
-            qwen,
-            long_train,
-            max_length=2048,
-            extra={**FAST, "gradient_checkpointing": 0.5},
-            steps=args.steps,
-        ),
-        "train_4096_plain": lambda: train_variant(
-            work, qwen, long_train, max_length=4096, extra=PLAIN, steps=args.steps
-        ),
-        "train_4096_fast_half": lambda: train_variant(
-            work,
-            qwen,
-            long_train,
-            max_length=4096,
-            extra={**FAST, "gradient_checkpointing": 0.5},
-            steps=args.steps,
-        ),
-        "train_4096_fast_most": lambda: train_variant(
-            work,
-            qwen,
-            long_train,
-            max_length=4096,
-            extra={**FAST, "gradient_checkpointing": 0.75},
-            steps=args.steps,
-        ),
-        "train_4096_fast_full": lambda: train_variant(
-            work,
-            qwen,
-            long_train,
-            max_length=4096,
-            extra={**FAST, "gradient_checkpointing": 1.0},
-            steps=args.steps,
-        ),
-        "score_2048_plain": lambda: score_variant(
-            work, qwen, long_score, max_length=2048, extra={"use_liger": "off"}, random_init=True
-        ),
-        "score_2048_fast": lambda: score_variant(
-            work, qwen, long_score, max_length=2048, extra={"use_liger": "auto"}, random_init=True
+        "train_2048_plain": lambda: train(2048, PLAIN),
+        "train_2048_fast": lambda: train(2048, FAST),
+        "train_2048_fast_quarter": lambda: train(2048, {**FAST, "gradient_checkpointing": 0.25}),
+        "train_2048_fast_half": lambda: train(2048, {**FAST, "gradient_checkpointing": 0.5}),
+        "train_4096_plain": lambda: train(4096, PLAIN),
+        "train_4096_fast_most": lambda: train(4096, {**FAST, "gradient_checkpointing": 0.75}),
+        "train_4096_fast_full": lambda: train(4096, {**FAST, "gradient_checkpointing": 1.0}),
+        "train_real_plain": lambda: real("train", PLAIN),
+        "train_real_fast_most": lambda: real("train", {**FAST, "gradient_checkpointing": 0.75}),
+        "score_2048_plain": lambda: score(2048, {"use_liger": "off"}),
+        "score_2048_fast": lambda: score(2048, {"use_liger": "auto"}),
+        "score_real_fast": lambda: real("score", {"use_liger": "auto"}),
+        "loss_2048": lambda: loss_curves(
+            work, qwen, long_pairs(work, 100, swaps=True), steps=args.loss_steps
         ),
     }
     chosen = [v for v in args.only.split(",") if v] or list(variants)
@@ -298,19 +291,29 @@ def main() -> None:
     for log in work.glob("*.log"):
         (args.out / "logs").mkdir(exist_ok=True)
         (args.out / "logs" / log.name).write_text(log.read_text()[-20000:])
+    print_table(results, chosen, peak)
 
-    print(f"\n{'variant':<20}{'tokens/s':>11}{'share':>8}{'peak GB':>9}{'val acc':>9}{'wall s':>8}")
+
+def print_table(results: dict, chosen: list[str], peak: float) -> None:
+    """tokens/s, share of dense bf16, peak memory, padding and the ratio to the straightforward recipe."""
+    print(f"\n{'variant':<26}{'tokens/s':>10}{'share':>7}{'peak GB':>9}{'padding':>9}{'vs plain':>10}")
     for name in chosen:
         r = results[name]
         if "error" in r:
-            print(f"{name:<20} ERROR {r['error'][-200:]!r}")
+            print(f"{name:<26} ERROR {r['error'][-200:]!r}")
+            continue
+        if name == "loss_2048":
+            print(f"{name:<26} {r['steps']} steps, max |plain - fast| loss {r['max_abs_diff']:.4f} "
+                  f"(tolerance {r['atol']}): {'within' if r['within_atol'] else 'OUTSIDE'}")  # fmt: skip
             continue
         rate = r.get("train_tokens_per_second") or r.get("scoring_tokens_per_second") or 0.0
         share = f"{rate * r['flops_per_token'] / (peak * 1e12):.2f}" if "flops_per_token" in r else ""
-        print(
-            f"{name:<20}{rate:>11.0f}{share:>8}{r.get('peak_memory_gb', 0):>9.1f}"
-            f"{r.get('val_accuracy', float('nan')):>9.3f}{r['wall']:>8.0f}"
-        )
+        kind, length = name.split("_")[:2]
+        base = results.get(f"{kind}_{length}_plain") or results.get(f"{kind}_2048_plain") or {}
+        base_rate = base.get("train_tokens_per_second") or base.get("scoring_tokens_per_second")
+        ratio = f"{rate / base_rate:.2f}x" if base_rate else ""
+        print(f"{name:<26}{rate:>10.0f}{share:>7}{r.get('peak_memory_gb', 0):>9.1f}"
+              f"{r.get('padding_fraction', 0.0):>9.3f}{ratio:>10}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -104,6 +104,15 @@ def length_sorted_batches(lengths: list[int], *, token_budget: int, max_batch_ro
     return batches
 
 
+def padded_tokens(lengths: list[int] | np.ndarray, *, token_budget: int, max_batch_rows: int) -> int:
+    """Pad positions that `score_sequences` adds to rows of these lengths (its batches, right-padded)."""
+    lengths = [int(n) for n in lengths]
+    return sum(
+        len(batch) * max(lengths[i] for i in batch) - sum(lengths[i] for i in batch)
+        for batch in length_sorted_batches(lengths, token_budget=token_budget, max_batch_rows=max_batch_rows)
+    )
+
+
 @torch.no_grad()
 def score_sequences(
     head: torch.nn.Module,

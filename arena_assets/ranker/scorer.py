@@ -40,7 +40,7 @@ from arena_assets.ranker.artifacts import (
 from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import ScoreConfig, config_to_dict
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
-from arena_assets.ranker.head import LetterHead, score_sequences
+from arena_assets.ranker.head import LetterHead, padded_tokens, score_sequences
 from arena_assets.ranker.modeling import load_backbone, peak_memory_gb, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
@@ -114,7 +114,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
 
         shard_count = -(-len(frame) // config.rows_per_shard)
         mine = [k for k in range(shard_count) if k % accelerator.num_processes == accelerator.process_index]
-        rows_scored = tokens = 0
+        rows_scored = tokens = padded = 0
         scoring_seconds = 0.0  # the forward passes alone, not loading or merging
         for k in mine:
             part = frame.iloc[k * config.rows_per_shard : (k + 1) * config.rows_per_shard]
@@ -145,15 +145,18 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 suffix = "_swapped" if swapped else ""
                 result[f"a_logit{suffix}"], result[f"b_logit{suffix}"] = logits[:, 0], logits[:, 1]
                 tokens += int(encoded.lengths.sum())
+                padded += padded_tokens(
+                    encoded.lengths, token_budget=config.token_budget, max_batch_rows=config.max_batch_rows
+                )
             atomic_write_parquet(result, path)
             rows_scored += len(part)
             reporter.info(f"shard {k + 1}/{shard_count}: {len(part)} rows")
-        mine_totals = torch.tensor([rows_scored, tokens, scoring_seconds], dtype=torch.float64)
-        totals = accelerator.gather(mine_totals.to(accelerator.device).view(1, 3)).view(-1, 3).cpu()
+        mine_totals = torch.tensor([rows_scored, tokens, scoring_seconds, padded], dtype=torch.float64)
+        totals = accelerator.gather(mine_totals.to(accelerator.device).view(1, 4)).view(-1, 4).cpu()
         accelerator.wait_for_everyone()
         metrics: dict[str, Any] = {}
         if accelerator.is_main_process:
-            rows_scored, tokens = (int(x) for x in totals[:, :2].sum(0).tolist())
+            rows_scored, tokens, padded = (int(totals[:, i].sum()) for i in (0, 1, 3))
             # The slowest rank's forward time: the ranks run side by side and the run ends with it.
             scoring_seconds = float(totals[:, 2].max())
             merged = _merge_shards(shard_dir, shard_count, frame, config.rows_per_shard)
@@ -164,6 +167,8 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 "shards": shard_count,
                 # All ranks' real (unpadded) tokens over the slowest rank's forward time.
                 "scoring_tokens_per_second": tokens / scoring_seconds if scoring_seconds else 0.0,
+                # Pad positions over all positions the forward passes processed.
+                "padding_fraction": padded / (padded + tokens) if tokens else 0.0,
                 "wall_seconds": time.perf_counter() - start,
                 "peak_memory_gb": peak_memory_gb(),
                 "finite": bool(np.isfinite(values).all()),

@@ -10,7 +10,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from arena_assets.ranker.collate import collate_rows
-from arena_assets.ranker.head import last_token_index, letter_logits, position_ids_from_mask
+from arena_assets.ranker.head import last_token_index, letter_logits, padded_tokens, position_ids_from_mask
 
 LETTERS = (11, 42)  # any two vocabulary rows serve; the real ids come from the tokenizer
 ROWS = [[5, 17, 33, 2, 9, 60, 7], [8, 9, 10], [70, 71, 72, 73, 74]]
@@ -127,3 +127,9 @@ def test_rejects_adapted_lm_head(tiny_backbone_dir: Path) -> None:
     batch = _batch("right")
     with pytest.raises(ValueError, match="lm_head"):
         letter_logits(peft_model, batch["input_ids"], batch["attention_mask"], LETTERS)
+
+
+def test_padded_tokens_counts_the_pads_of_the_scoring_batches() -> None:
+    assert padded_tokens([5, 3, 3], token_budget=100, max_batch_rows=8) == 4  # one batch of width 5
+    assert padded_tokens([5, 3, 3], token_budget=10, max_batch_rows=8) == 2  # [5, 3] and [3]
+    assert padded_tokens([4, 4], token_budget=100, max_batch_rows=8) == 0
