@@ -120,24 +120,22 @@ def long_pairs(work: Path, rows: int, *, swaps: bool) -> Path:
             "language": "English",
         }
     )
-    if swaps:
-        from arena_assets.ranker.data import interleave_swaps
-
-        frame = interleave_swaps(frame.assign(pair_id=frame["id"]))
-    path = work / f"long_{rows}_{int(swaps)}.parquet"
-    frame.to_parquet(path, index=False)
-    return path
+    return write_pairs(frame, work / f"long_{rows}_{int(swaps)}.parquet", swaps=swaps)
 
 
 def real_pairs(work: Path, e2e: Path, rows: int, *, swaps: bool) -> Path:
     """The first `rows` WSDM-like train rows of a `gpu_e2e.py data` directory (real length distribution)."""
     frame = pd.read_parquet(e2e / "raw" / "wsdm" / "train.parquet").head(rows)
     frame = frame.assign(id=frame["id"].astype(str), source="bench")
+    return write_pairs(frame, work / f"real_{rows}_{int(swaps)}.parquet", swaps=swaps)
+
+
+def write_pairs(frame: pd.DataFrame, path: Path, *, swaps: bool) -> Path:
+    """Write the rows, each followed by its A/B swap when `swaps` (what the trainer reads)."""
     if swaps:
         from arena_assets.ranker.data import interleave_swaps
 
         frame = interleave_swaps(frame.assign(pair_id=frame["id"]))
-    path = work / f"real_{rows}_{int(swaps)}.parquet"
     frame.to_parquet(path, index=False)
     return path
 
