@@ -268,9 +268,16 @@ def main() -> None:
         "train_2048_fast": lambda: train(2048, FAST),
         "train_2048_fast_quarter": lambda: train(2048, {**FAST, "gradient_checkpointing": 0.25}),
         "train_2048_fast_half": lambda: train(2048, {**FAST, "gradient_checkpointing": 0.5}),
+        "train_2048_fast_compiled": lambda: train(2048, {**FAST, "compile_layers": True}),
+        "train_2048_fast_quarter_compiled": lambda: train(
+            2048, {**FAST, "gradient_checkpointing": 0.25, "compile_layers": True}
+        ),
         "train_4096_plain": lambda: train(4096, PLAIN),
         "train_4096_fast_most": lambda: train(4096, {**FAST, "gradient_checkpointing": 0.75}),
         "train_4096_fast_full": lambda: train(4096, {**FAST, "gradient_checkpointing": 1.0}),
+        "train_4096_fast_most_compiled": lambda: train(
+            4096, {**FAST, "gradient_checkpointing": 0.75, "compile_layers": True}
+        ),
         "train_real_plain": lambda: real("train", PLAIN),
         "train_real_fast_most": lambda: real("train", {**FAST, "gradient_checkpointing": 0.75}),
         "score_2048_plain": lambda: score(2048, {"use_liger": "off"}),

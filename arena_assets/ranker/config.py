@@ -60,6 +60,9 @@ class TrainConfig:
     adapter_compute_dtype: bool = True  # LoRA matmuls in the compute dtype, fp32 master weights
     use_liger: Literal["auto", "on", "off"] = "auto"  # liger-kernel RMSNorm/SwiGLU/RoPE when installed
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    # torch.compile each decoder layer (one compiled graph serves all of them): fuses the elementwise work
+    # around the matmuls, LoRA's included. The first steps pay the compilation (tens of seconds).
+    compile_layers: bool = False
     # With several processes: shard backbone, adapters, gradients and optimizer state over them (FSDP2,
     # ranker/sharding.py) instead of a whole model per process (DDP). For a backbone too large for one GPU.
     fsdp: bool = False

@@ -180,6 +180,32 @@ def test_gradient_checkpointing_gives_the_same_loss_and_grads(
         torch.testing.assert_close(grads_gc[name], grad, rtol=0, atol=RECOMPUTE_ATOL, msg=name)
 
 
+@pytest.mark.slow
+def test_compiled_layers_give_the_same_loss_and_grads(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path,
+) -> None:
+    """Regional torch.compile (inductor's CPU kernels here), half the layers recomputed around it."""
+    def config(compiled: bool) -> TrainConfig:
+        # No dropout: compiled code draws its masks from another random stream than eager code.
+        return make_train_config(small_files, tmp_path / "unused", precision="fp32", lora_dropout=0.0,
+                                 gradient_checkpointing=0.5, compile_layers=compiled)
+
+    tokenizer = AutoTokenizer.from_pretrained(config(False).backbone)
+    batch = _batch(tokenizer, read_pairs(small_files.train).head(8), labels=True)
+    loss, grads, _ = _loss_and_grads(config(False), batch)
+    torch._dynamo.utils.counters.clear()
+    try:
+        loss_compiled, grads_compiled, _ = _loss_and_grads(config(True), batch)
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile, not fall back
+    finally:
+        torch._dynamo.reset()  # no compiled graphs left for later tests
+    # Fused kernels sum in another order than eager ones: fp32 rounding, well under the recompute bound.
+    torch.testing.assert_close(loss_compiled, loss, rtol=0, atol=RECOMPUTE_ATOL)
+    assert grads_compiled.keys() == grads.keys() and len(grads) == LORA_PARAMS
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_compiled[name], grad, rtol=1e-4, atol=RECOMPUTE_ATOL, msg=name)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="liger-kernel's Triton kernels need CUDA")
 def test_liger_kernels_keep_loss_and_grads(
