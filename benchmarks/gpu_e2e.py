@@ -48,11 +48,14 @@ ROWS = {"wsdm_train": 1300, "wsdm_test": 1000, "lmsys_55k": 100, "lmsys_33k": 12
         "open_v2": 400, "open_v3": 250}  # fmt: skip
 VALIDATION_FRACTION = 0.78  # over 1,000 validation rows to score, about 300 train pairs: 38 steps of 16 rows
 RESPONSE_WORDS = (370, 0.55, 60, 3000)  # median about 1,100 tokens per judge prompt with the tiny tokenizer
+# A thousand pairs in 64-row shards give every GPU several (the default 2,048-row shards suit 120k pairs).
 RUN_CONFIG = {
     "execution": {"config": {"in_process": {}}},
     "ops": {
         "stage1_adapter": {"config": {"max_steps": 24, "max_validation_rows": 256, "log_every_steps": 5}},
         "stage2_adapter": {"config": {"max_steps": 24, "max_validation_rows": 256, "log_every_steps": 5}},
+        "open_model_soft_logits": {"config": {"rows_per_shard": 64}},
+        "evaluation": {"config": {"rows_per_shard": 64}},
     },
 }
 
