@@ -392,11 +392,14 @@ def test_trainer_refuses_accelerates_fsdp_plugin(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.slow
-def test_fsdp_trains_like_ddp_and_resumes_from_each_ranks_shards(ddp_run: DdpRun, tmp_path: Path) -> None:
+def test_fsdp_trains_like_ddp_and_resumes_from_each_ranks_shards(ddp_run: DdpRun, dist_data: DistData,
+                                                                 tmp_path: Path) -> None:
     """Two ranks shard backbone, adapters and optimizer state; a run killed after its step-2 checkpoint (one
-    file per rank) resumes and ends with the DDP run's adapter: the same rows, the same mean gradients."""
+    file per rank) resumes and ends with the DDP run's adapter: the same rows, the same mean gradients. Its
+    validation runs through the sharded head on both ranks."""
     config = dataclasses.replace(ddp_run.config, output_dir=str(tmp_path / "run" / "adapter"), fsdp=True,
-                                 resume=True, checkpoint_every_steps=2)
+                                 resume=True, checkpoint_every_steps=2, validation_path=str(dist_data.score),
+                                 max_validation_rows=16)
     launcher = _launcher(tmp_path / "hf")
     command = launcher.command(module=TRAINER, config_path=save_config(config, tmp_path / "train.json"))
     env = {**os.environ, **launcher.launch_env()}
@@ -426,6 +429,8 @@ def test_fsdp_trains_like_ddp_and_resumes_from_each_ranks_shards(ddp_run: DdpRun
     output = resumed.stdout + resumed.stderr
     assert "(FSDP, sharded)" in output and "resumed from step " in output, output[-3000:]
     metrics = json.loads((Path(config.output_dir) / "metrics.json").read_text())
+    assert metrics["val_rows"] == 16 and 0 <= metrics["val_accuracy"] <= 1
+    assert np.isfinite(metrics["val_log_loss"])
     reference = json.loads((Path(ddp_run.config.output_dir) / "metrics.json").read_text())
     np.testing.assert_allclose(np.array(metrics["train_loss_curve"]), np.array(reference["train_loss_curve"]),
                                rtol=0, atol=TOLERANCE)
