@@ -231,6 +231,16 @@ def _graph_record(root: Path, *, finished: bool) -> dict:
         }
 
 
+def _timed_training(root: Path, output_dir: Path, *, steps: int, global_batch_size: int) -> dict:
+    """The trainer config the scaling runs share: 14B shape, the graph's hard-label rows, half recomputed."""
+    p = paths(root)
+    return {"backbone": str(p["backbone"]), "output_dir": str(output_dir),
+            "train_path": str(p["artifacts"] / "hard_label_set" / "train.parquet"), "random_init": True,
+            "max_steps": steps, "epochs": 0, "per_device_batch_size": 2,
+            "global_batch_size": global_batch_size, "gradient_checkpointing": 0.5, "resume": False,
+            "log_every_steps": 1, "precision": "bf16"}  # fmt: skip
+
+
 def phase_scaling(root: Path, out: Path, steps: int) -> None:
     """Trainer and scorer at 1..N processes on the same machine, 14B shape, random weights."""
     import pandas as pd
@@ -241,15 +251,11 @@ def phase_scaling(root: Path, out: Path, steps: int) -> None:
     work = root / "scaling"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    train_path = p["artifacts"] / "hard_label_set" / "train.parquet"
     pairs = pd.read_parquet(p["artifacts"] / "open_model_pairs" / "rows.parquet").head(512)
     pairs.to_parquet(work / "pairs.parquet")
     results: dict = {"train": {}, "score": {}}
     for n in range(1, n_gpus + 1):
-        train = {"backbone": str(p["backbone"]), "output_dir": str(work / f"adapter{n}"),
-                 "train_path": str(train_path), "random_init": True, "max_steps": steps, "epochs": 0,
-                 "per_device_batch_size": 2, "global_batch_size": 8 * n, "gradient_checkpointing": 0.5,
-                 "resume": False, "log_every_steps": 1, "precision": "bf16"}  # fmt: skip
+        train = _timed_training(root, work / f"adapter{n}", steps=steps, global_batch_size=8 * n)
         results["train"][str(n)] = _launch(n, "arena_assets.ranker.trainer", train, work / f"train{n}.json")
         if n > 1:  # the same run with backbone, adapters and optimizer state sharded (TrainConfig.fsdp)
             fsdp = {**train, "output_dir": str(work / f"fsdp{n}"), "fsdp": True}
@@ -337,15 +343,11 @@ def phase_machines(root: Path, out: Path, steps: int) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
 
-    p = paths(root)
     work = root / "machines"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    train = {"backbone": str(p["backbone"]), "output_dir": str(work / "adapter"),
-             "train_path": str(p["artifacts"] / "hard_label_set" / "train.parquet"), "random_init": True,
-             "max_steps": steps, "epochs": 0, "per_device_batch_size": 2, "global_batch_size": 16,
-             "gradient_checkpointing": 0.5, "resume": False, "log_every_steps": 1,
-             "precision": "bf16"}  # fmt: skip
+    # The scaling phase's 2-process run on the same steps is what this compares with.
+    train = _timed_training(root, work / "adapter", steps=steps, global_batch_size=16)
     config_path = work / "train.json"
     config_path.write_text(json.dumps(train))
     fields = {"num_processes": 1, "num_machines": 2, "main_process_ip": "127.0.0.1",

@@ -9,7 +9,8 @@ their gradients and (through `MasterWeights`) the optimizer state.
 The launch is the same as DDP's (`--num_processes N --multi_gpu`); the trainer shards instead of wrapping
 the head in DDP. accelerate's own FSDP plugin is not used: its FSDP1 flattens the LoRA weights into shards
 that `MasterWeights` and the adapter save cannot use, and it only runs on GPUs, where this runs on the
-CPU's gloo ranks too (the tests).
+CPU's gloo ranks too (the tests). `gradient_sync` serves both wrappers: it skips the gradient reduction of
+all but a step's last micro-batch under DDP or FSDP.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
 
 from arena_assets.ranker.head import LetterHead
 from arena_assets.ranker.modeling import decoder_layers
@@ -39,18 +41,24 @@ def is_sharded(module: torch.nn.Module) -> bool:
 
 @contextmanager
 def gradient_sync(module: torch.nn.Module, enabled: bool) -> Iterator[None]:
-    """Reduce gradients over the ranks in this backward only when `enabled` (the last micro-batch).
+    """Reduce gradients over the ranks in this backward only when `enabled` (a step's last micro-batch).
 
-    FSDP2's counterpart of DDP's `no_sync`: skipped micro-batches keep unsharded gradients to add to.
+    The skipped micro-batches keep local gradients to add to: DDP's `no_sync`, or FSDP2's switch for the
+    reduce-scatter. With one process there is nothing to reduce.
     """
-    if not is_sharded(module) or enabled:
+    if enabled:
         yield
-        return
-    module.set_requires_gradient_sync(False)
-    try:
+    elif is_sharded(module):
+        module.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            module.set_requires_gradient_sync(True)
+    elif isinstance(module, DistributedDataParallel):
+        with module.no_sync():
+            yield
+    else:
         yield
-    finally:
-        module.set_requires_gradient_sync(True)
 
 
 def full_trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

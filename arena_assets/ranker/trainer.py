@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,7 +265,7 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         # Gradients are all-reduced once per optimizer step, on the last micro-batch.
         sync = index == len(mine) - 1
-        with gradient_sync(run.head, sync), nullcontext() if sync else accelerator.no_sync(run.head):
+        with gradient_sync(run.head, sync):
             logits = run.head(batch["input_ids"], batch["attention_mask"])
             if config.label == "hard":
                 loss = hard_label_loss(logits, batch["labels"])
