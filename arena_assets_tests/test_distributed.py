@@ -176,6 +176,23 @@ def test_ranks_balance_a_steps_padded_tokens_with_as_many_micro_batches_each() -
     assert shard_batches(batches, num_processes=4, process_index=1, costs=[7] * 8) == [batches[1], batches[5]]
 
 
+def test_token_budget_micro_batches_fit_the_budget_and_every_rank_gets_as_many() -> None:
+    lengths, budget = _lengths(97), 1600  # rows of 20 to 400 tokens: up to 4 short pairs in one forward
+    plans = {n: plan_steps(_plan_config(global_batch_size=16, micro_batch_tokens=budget), lengths,
+                           num_processes=n) for n in (1, 2, 4)}  # fmt: skip
+    rows_of = lambda steps: [sorted(r for micro in step for r in micro) for step in steps]  # noqa: E731
+    # 97 pairs: 12 steps of 8 pairs and one of 1 pair, which 2 or 4 ranks cannot share.
+    assert sorted(len(rows) for rows in rows_of(plans[1])) == [2] + [16] * 12
+    for n, steps in plans.items():
+        assert rows_of(steps) == [rows for rows in rows_of(plans[1]) if len(rows) == 16 or n == 1]
+        for step in steps:
+            assert len(step) % n == 0
+            for rows in step:
+                assert rows[1::2] == [r + 1 for r in rows[0::2]]  # whole swap pairs
+                assert len(rows) == 2 or len(rows) * max(lengths[r] for r in rows) <= budget
+    assert max(len(rows) for step in plans[1] for rows in step) > 2  # short rows share a forward pass
+
+
 def test_fewer_micro_batches_than_processes_fail_loudly() -> None:
     with pytest.raises(ValueError, match="cannot be shared among 4 processes"):
         plan_steps(_plan_config(global_batch_size=16), _lengths(5), num_processes=4)
@@ -232,7 +249,7 @@ def test_only_rank_zero_reports_to_dagster(ddp_run: DdpRun) -> None:
     assert np.isfinite(metadata["train_loss_final"].value)
     # Rank 1 logs locally at debug level only: each progress line reaches Dagster once.
     messages = [entry.user_message for entry in ddp_run.instance.all_logs(ddp_run.result.run_id)]
-    assert sum("optimizer steps x" in message for message in messages) == 1
+    assert sum("optimizer steps of" in message for message in messages) == 1
     assert sum(f"step {MAX_STEPS}/{MAX_STEPS} loss" in message for message in messages) == 1
 
 

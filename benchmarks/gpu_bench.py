@@ -47,11 +47,46 @@ QWEN14B_SHAPE = dict(
 )
 
 # The straightforward recipe (peft's fp32 adapters, every layer recomputed, no liger) against the fast paths.
-PLAIN = {"adapter_compute_dtype": False, "gradient_checkpointing": 1.0, "use_liger": "off"}
+PLAIN = {
+    "adapter_compute_dtype": False,
+    "gradient_checkpointing": 1.0,
+    "use_liger": "off",
+    "recompute_lora_dropout": False,
+}
 FAST = {"adapter_compute_dtype": True, "gradient_checkpointing": 0.0, "use_liger": "auto"}
 # bf16 keeps about 3 significant digits: a loss near 0.7 moves in steps of 0.004, and the two recipes round
 # in different places (fp32 adapters vs bf16 adapters with fp32 masters) for 50 steps.
 LOSS_CURVE_ATOL = 0.02
+
+STEP_16 = {"global_batch_size": 16}
+# name -> (entry point, max length or "real" for the WSDM-like rows at 4096, config overrides)
+VARIANTS: dict[str, tuple[str, int | str, dict]] = {
+    "train_2048_plain": ("train", 2048, PLAIN),
+    "train_2048_fast": ("train", 2048, FAST),
+    "train_2048_fast_kept_dropout": ("train", 2048, {**FAST, "recompute_lora_dropout": False}),
+    "train_2048_fast_no_dropout": ("train", 2048, {**FAST, "lora_dropout": 0.0}),  # what dropout costs
+    "train_2048_fast_quarter": ("train", 2048, {**FAST, "gradient_checkpointing": 0.25}),
+    "train_2048_fast_compiled": ("train", 2048, {**FAST, "compile_layers": True}),
+    "train_2048_fast_compiled_noliger": ("train", 2048, {**FAST, "compile_layers": True, "use_liger": "off"}),
+    "train_4096_plain": ("train", 4096, PLAIN),
+    "train_4096_fast_quarter": ("train", 4096, {**FAST, "gradient_checkpointing": 0.25}),
+    "train_4096_fast_half": ("train", 4096, {**FAST, "gradient_checkpointing": 0.5}),
+    "train_4096_fast_most": ("train", 4096, {**FAST, "gradient_checkpointing": 0.75}),
+    # Real lengths at the recipe's 16 rows a step: fixed 2-row micro-batches, or by token budget (2 x 4096,
+    # the peak of two full rows); the equal-length figure beside them takes the same 16-row steps.
+    "train_4096_fast_quarter_16": ("train", 4096, {**FAST, "gradient_checkpointing": 0.25, **STEP_16}),
+    "train_real_plain": ("train", "real", {**PLAIN, **STEP_16}),
+    "train_real_fast_quarter": ("train", "real", {**FAST, "gradient_checkpointing": 0.25, **STEP_16}),
+    "train_real_fast_quarter_budget": (
+        "train",
+        "real",
+        {**FAST, "gradient_checkpointing": 0.25, **STEP_16, "micro_batch_tokens": 8192},
+    ),
+    "score_2048_plain": ("score", 2048, {"use_liger": "off"}),
+    "score_2048_fast": ("score", 2048, {"use_liger": "auto"}),
+    "score_real_plain": ("score", "real", {"use_liger": "off"}),
+    "score_real_fast": ("score", "real", {"use_liger": "auto"}),
+}
 
 
 def dense_bf16_tflops() -> float:
@@ -141,15 +176,22 @@ def write_pairs(frame: pd.DataFrame, path: Path, *, swaps: bool) -> Path:
 
 
 def loss_curves(work: Path, backbone: Path, data: Path, *, steps: int) -> dict:
-    """The straightforward and the fast trainer over the same `steps` steps of one swap pair: both curves,
-    their largest difference, and whether it is within LOSS_CURVE_ATOL."""
+    """The straightforward and the fast trainer over the same `steps` steps of one swap pair, at the
+    recipe's learning rates: both curves, their largest difference, and whether it is within LOSS_CURVE_ATOL.
+
+    The kernels are held equal (liger off in both): on random 14B weights, swapping the elementwise kernels
+    alone moved the first step's loss by 0.1 (1.33 with liger, 1.45 without, before any update), so a curve
+    check across kernels measures the random model's sensitivity. liger's own numerics are checked on the
+    tiny model (`test_liger_kernels_keep_loss_and_grads`, which runs on a GPU). What this compares are the
+    training paths: bf16 adapters with fp32 masters, no recompute and the recomputed LoRA dropout against
+    peft's fp32 adapters with every layer recomputed."""
     curves = {}
-    for name, extra in (("plain", PLAIN), ("fast", FAST)):
+    for name, extra in (("plain", PLAIN), ("fast", {**FAST, "use_liger": "off"})):
         config = {"backbone": str(backbone), "output_dir": str(work / f"loss_{name}"),
                   "train_path": str(data), "max_length": 2048, "per_device_batch_size": 2,
                   "global_batch_size": 2, "max_steps": steps,
                   "random_init": True, "resume": False, "precision": "bf16", "log_every_steps": 10,
-                  "lr_lora_a": 1e-4, "lr_lora_b": 5e-4, **extra}  # fmt: skip
+                  **extra}  # fmt: skip
         result = run_entry("arena_assets.ranker.trainer", config, work, f"loss_{name}", keep_curve=True)
         if "error" in result:
             return {name: result}
@@ -181,7 +223,7 @@ def run_entry(module: str, config: dict, work: Path, name: str, *, keep_curve: b
 
 
 def train_variant(
-    work: Path, backbone: Path, data: Path, *, max_length: int, extra: dict, steps: int
+    work: Path, backbone: Path, data: Path, *, name: str, max_length: int, extra: dict, steps: int
 ) -> dict:
     """Stage-1 training for `steps` optimizer steps of one swap pair (2 rows) each; FLOPs per token
     are 6P with every layer recomputed, 4P with none."""
@@ -199,7 +241,7 @@ def train_variant(
         "log_every_steps": 1,
         **extra,
     }
-    result = run_entry("arena_assets.ranker.trainer", config, work, f"train_{max_length}_{len(extra)}")
+    result = run_entry("arena_assets.ranker.trainer", config, work, name)
     return {
         **result,
         "flops_per_token": (4.0 + 2.0 * extra["gradient_checkpointing"]) * NON_EMBEDDING_PARAMS_14B,
@@ -207,7 +249,7 @@ def train_variant(
 
 
 def score_variant(
-    work: Path, model: Path, data: Path, *, max_length: int, extra: dict, random_init: bool
+    work: Path, model: Path, data: Path, *, name: str, max_length: int, extra: dict, random_init: bool
 ) -> dict:
     """Both-order scoring of every row of `data`."""
     config = {
@@ -221,7 +263,7 @@ def score_variant(
         "precision": "bf16",
         **extra,
     }
-    result = run_entry("arena_assets.ranker.scorer", config, work, "score")
+    result = run_entry("arena_assets.ranker.scorer", config, work, name)
     return {**result, "flops_per_token": 2.0 * NON_EMBEDDING_PARAMS_14B} if random_init else result
 
 
@@ -243,59 +285,42 @@ def main() -> None:
         "env": {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dense_bf16_tflops": peak}
     }
     print(json.dumps(results["env"]), flush=True)
-    qwen = write_14b_dir(work)
+    # Any tokenizer serves the equal-length rows: the `--real` run's when carried, else the embedded one
+    # (which `arena build-demo` writes; the GPU machine's tree lacks it).
+    qwen = write_14b_dir(work, args.real / "tokenizer" if (args.real / "tokenizer").is_dir() else TINY)
     long_train = long_pairs(work, 32, swaps=True)
     long_score = long_pairs(work, 64, swaps=False)
 
-    def train(length: int, extra: dict, data: Path = long_train, backbone: Path = qwen) -> dict:
-        return train_variant(work, backbone, data, max_length=length, extra=extra, steps=args.steps)
-
-    def score(length: int, extra: dict, data: Path = long_score, model: Path = qwen) -> dict:
-        return score_variant(work, model, data, max_length=length, extra=extra, random_init=True)
-
-    def real(kind: str, extra: dict) -> dict:
-        """Rows of the real length distribution at max length 4096, with the tokenizer they were made for."""
-        if not (args.real / "tokenizer").is_dir():
-            return {"error": f"no {args.real}/tokenizer: run `python benchmarks/gpu_e2e.py data --dir .e2e` "
-                             "here and carry .e2e"}  # fmt: skip
-        model = write_14b_dir(work, args.real / "tokenizer", "qwen14b-shape-real")
+    def run(name: str) -> dict:
+        if name == "loss_2048":
+            return loss_curves(work, qwen, long_pairs(work, 100, swaps=True), steps=args.loss_steps)
+        kind, length, extra = VARIANTS[name]
+        if length == "real":  # rows of the real length distribution, with the tokenizer they were made for
+            if not (args.real / "tokenizer").is_dir():
+                return {"error": f"no {args.real}/tokenizer: run `python benchmarks/gpu_e2e.py data --dir "
+                                 ".e2e` here and carry .e2e"}  # fmt: skip
+            model = write_14b_dir(work, args.real / "tokenizer", "qwen14b-shape-real")
+            rows = real_pairs(work, args.real, 64 if kind == "train" else 256, swaps=kind == "train")
+            length = 4096
+        else:
+            model, rows = qwen, long_train if kind == "train" else long_score
         if kind == "train":
-            return train(4096, extra, real_pairs(work, args.real, 64, swaps=True), model)
-        return score(4096, extra, real_pairs(work, args.real, 256, swaps=False), model)
+            return train_variant(work, model, rows, name=name, max_length=length, extra=extra,
+                                 steps=args.steps)  # fmt: skip
+        return score_variant(work, model, rows, name=name, max_length=length, extra=extra, random_init=True)
 
-    variants = {
-        "train_2048_plain": lambda: train(2048, PLAIN),
-        "train_2048_fast": lambda: train(2048, FAST),
-        "train_2048_fast_quarter": lambda: train(2048, {**FAST, "gradient_checkpointing": 0.25}),
-        "train_2048_fast_half": lambda: train(2048, {**FAST, "gradient_checkpointing": 0.5}),
-        "train_2048_fast_compiled": lambda: train(2048, {**FAST, "compile_layers": True}),
-        "train_2048_fast_quarter_compiled": lambda: train(
-            2048, {**FAST, "gradient_checkpointing": 0.25, "compile_layers": True}
-        ),
-        "train_4096_plain": lambda: train(4096, PLAIN),
-        "train_4096_fast_most": lambda: train(4096, {**FAST, "gradient_checkpointing": 0.75}),
-        "train_4096_fast_full": lambda: train(4096, {**FAST, "gradient_checkpointing": 1.0}),
-        "train_4096_fast_most_compiled": lambda: train(
-            4096, {**FAST, "gradient_checkpointing": 0.75, "compile_layers": True}
-        ),
-        "train_real_plain": lambda: real("train", PLAIN),
-        "train_real_fast_most": lambda: real("train", {**FAST, "gradient_checkpointing": 0.75}),
-        "score_2048_plain": lambda: score(2048, {"use_liger": "off"}),
-        "score_2048_fast": lambda: score(2048, {"use_liger": "auto"}),
-        "score_real_fast": lambda: real("score", {"use_liger": "auto"}),
-        "loss_2048": lambda: loss_curves(
-            work, qwen, long_pairs(work, 100, swaps=True), steps=args.loss_steps
-        ),
-    }
-    chosen = [v for v in args.only.split(",") if v] or list(variants)
+    chosen = [v for v in args.only.split(",") if v] or [*VARIANTS, "loss_2048"]
+    unknown = sorted(set(chosen) - {*VARIANTS, "loss_2048"})
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {[*VARIANTS, 'loss_2048']}")
     for name in chosen:
         print(f"== {name}", flush=True)
-        results[name] = variants[name]()
+        results[name] = run(name)
         print(json.dumps(results[name])[:600], flush=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    for log in work.glob("*.log"):
-        (args.out / "logs").mkdir(exist_ok=True)
-        (args.out / "logs" / log.name).write_text(log.read_text()[-20000:])
+    # One file for every run's log tail: the device tool brings back at most 8 files.
+    tails = [f"===== {log.stem}\n{log.read_text()[-8000:]}" for log in sorted(work.glob("*.log"))]
+    (args.out / "logs.txt").write_text("\n".join(tails))
     print_table(results, chosen, peak)
 
 

@@ -150,8 +150,11 @@ def plan_steps(config: TrainConfig, lengths: np.ndarray, *, num_processes: int) 
     per_device_batch_size micro-batches for any N, and each process runs as many of them, balanced by
     padded tokens (`shard_batches`). Epochs are joined before they are cut into steps. Only the last step
     can be short; it keeps a multiple of N micro-batches (at most N-1 are dropped per run), since every
-    process must run as many forward passes.
+    process must run as many forward passes. With `micro_batch_tokens` the micro-batches are cut by padded
+    tokens instead (`token_budget_micro_batches`).
     """
+    if config.micro_batch_tokens > 0:
+        return _plan_token_budget_steps(config, lengths, num_processes=num_processes)
     pairs_per_batch = config.per_device_batch_size // 2
     per_step = config.accumulation_steps(num_processes) * num_processes
     pair_lengths = np.maximum(lengths[0::2], lengths[1::2]).tolist()
@@ -179,4 +182,64 @@ def plan_steps(config: TrainConfig, lengths: np.ndarray, *, num_processes: int) 
             steps.pop()
     if batches and not steps:
         raise ValueError(f"{len(batches)} micro-batches cannot be shared among {num_processes} processes")
+    return steps
+
+
+def token_budget_micro_batches(
+    pairs: Sequence[int], pair_lengths: Sequence[int], *, budget: int, num_processes: int
+) -> list[list[int]]:
+    """One step's pairs as micro-batches of row indices, each at most `budget` padded tokens (a pair
+    longer than that alone), their count a multiple of `num_processes`.
+
+    Longest first, each pair joins the open micro-batch while its rows times the longest row fit the
+    budget: short rows share a forward pass, long ones keep it to themselves. Then the fullest micro-batch
+    is halved until every process gets as many; a step of fewer pairs than processes keeps none.
+    """
+    batches: list[list[int]] = []
+    for pair in sorted(pairs, key=lambda p: -pair_lengths[p]):
+        if batches and 2 * (len(batches[-1]) + 1) * pair_lengths[batches[-1][0]] <= budget:
+            batches[-1].append(pair)
+        else:
+            batches.append([pair])
+    while len(batches) % num_processes and max(map(len, batches)) > 1:
+        fullest = max(range(len(batches)), key=lambda i: len(batches[i]))
+        half = len(batches[fullest]) // 2
+        batches[fullest : fullest + 1] = [batches[fullest][:half], batches[fullest][half:]]
+    batches = batches[: len(batches) // num_processes * num_processes]
+    return [pair_rows(batch) for batch in batches]
+
+
+def _plan_token_budget_steps(
+    config: TrainConfig, lengths: np.ndarray, *, num_processes: int
+) -> list[list[list[int]]]:
+    """plan_steps with `micro_batch_tokens`: steps of global_batch_size rows, pairs of similar length in a
+    step (length-grouped like the micro-batches of the fixed-size plan), cut by the token budget."""
+    pairs_per_step = config.global_batch_size // 2
+    if pairs_per_step < num_processes:
+        raise ValueError(
+            f"global_batch_size {config.global_batch_size} holds {pairs_per_step} swap pairs, fewer than "
+            f"the {num_processes} processes that each need one"
+        )
+    pair_lengths = np.maximum(lengths[0::2], lengths[1::2]).tolist()
+    steps: list[list[list[int]]] = []
+    epoch = 0
+    while epoch < config.epochs or (config.epochs <= 0 and len(steps) < config.max_steps):
+        epoch_steps = pair_batches(
+            pair_lengths,
+            pairs_per_step,
+            seed=config.seed,
+            epoch=epoch,
+            group_by_length=config.group_by_length,
+        )
+        if config.epochs > 0 and epoch + 1 > config.epochs:  # a fractional last epoch
+            epoch_steps = epoch_steps[: int(len(epoch_steps) * (config.epochs - epoch))]
+        if not epoch_steps:
+            break
+        for pairs in epoch_steps:
+            micro_batches = token_budget_micro_batches(
+                pairs, pair_lengths, budget=config.micro_batch_tokens, num_processes=num_processes
+            )
+            if micro_batches:  # an epoch's short last step with fewer pairs than processes is left out
+                steps.append(micro_batches)
+        epoch += 1
     return steps

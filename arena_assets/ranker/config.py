@@ -44,6 +44,10 @@ class TrainConfig:
     max_steps: int = 0  # > 0 stops after this many optimizer steps (smoke tests, benchmarks)
     global_batch_size: int = 16  # rows per optimizer step, swaps included
     per_device_batch_size: int = 2  # rows per forward pass; even, so a row and its swap share a batch
+    # > 0: instead of per_device_batch_size rows, a forward pass takes whole swap pairs of similar length,
+    # up to this many padded tokens (rows x longest row), so short rows share one; 2 x max_length keeps the
+    # peak memory of two full-length rows. A step still holds global_batch_size rows.
+    micro_batch_tokens: int = 0
     lr_lora_a: float = 1e-5
     lr_lora_b: float = 5e-5
     weight_decay: float = 0.01
@@ -59,6 +63,9 @@ class TrainConfig:
     gradient_checkpointing: float = 1.0  # share of decoder layers recomputed in backward, 0..1
     adapter_compute_dtype: bool = True  # LoRA matmuls in the compute dtype, fp32 master weights
     use_liger: Literal["auto", "on", "off"] = "auto"  # liger-kernel RMSNorm/SwiGLU/RoPE when installed
+    # LoRA dropout keeps each adapter's input for backward and draws its mask again there, instead of a
+    # dropped copy and a mask per projection (ranker/lora_dropout.py): the same numbers, less memory.
+    recompute_lora_dropout: bool = True
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     # torch.compile each decoder layer (one compiled graph serves all of them): fuses the elementwise work
     # around the matmuls, LoRA's included. The first steps pay the compilation (tens of seconds).
@@ -87,13 +94,18 @@ class TrainConfig:
             "per_device_batch_size must be a positive even number (a row and its swap share a batch)",
         )
         _require(
-            self.global_batch_size % self.per_device_batch_size == 0,
+            self.micro_batch_tokens > 0 or self.global_batch_size % self.per_device_batch_size == 0,
             "global_batch_size must be a multiple of per_device_batch_size",
+        )
+        _require(
+            self.global_batch_size > 0 and self.global_batch_size % 2 == 0,
+            "global_batch_size must be a positive even number (whole swap pairs)",
         )
         _require(0.0 <= self.gradient_checkpointing <= 1.0, "gradient_checkpointing is a share in [0, 1]")
         _require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
         _require(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]")
         _require(self.max_length >= 64, "max_length must be at least 64 tokens")
+        _require(self.micro_batch_tokens >= 0, "micro_batch_tokens must not be negative (0: off)")
         _require(self.epochs > 0 or self.max_steps > 0, "set epochs > 0 or max_steps > 0")
         _require(self.epochs >= 0, "epochs must not be negative")
         _require(self.temperature > 0, "temperature must be positive")

@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from arena_assets.ranker.config import TrainConfig
+from arena_assets.ranker.lora_dropout import DropoutLinear, recompute_lora_dropout
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +160,14 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
     recompute = sum(bool(getattr(layer, "gradient_checkpointing", False)) for layer in layers)
     adapter_dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" in n)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    recomputed_dropout = any(isinstance(m, DropoutLinear) for m in model.modules())
     return (
         f"fast paths: compute {str(dtype).removeprefix('torch.')}, adapters in "
         f"{str(adapter_dtype).removeprefix('torch.')}"
         f"{' with fp32 master weights' if adapter_dtype != torch.float32 else ''}, "
         f"recompute {recompute}/{len(layers)} layers, attention {base.config._attn_implementation}, "
         f"liger {'on' if getattr(base, 'arena_liger', False) else 'off'}, "
+        f"LoRA dropout {'recomputed' if recomputed_dropout else 'kept'}, "
         f"compiled layers {'on' if getattr(layers[0], '_compiled_call_impl', None) else 'off'}"
     )
 
@@ -257,6 +260,8 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.d
     # peft upcasts adapters to fp32 by default, so every LoRA matmul runs in fp32 with dtype copies around
     # it; with adapter_compute_dtype they stay in the compute dtype and MasterWeights keeps fp32 copies.
     peft_model = get_peft_model(model, lora, autocast_adapter_dtype=not config.adapter_compute_dtype)
+    if config.recompute_lora_dropout:
+        recompute_lora_dropout(peft_model)
     apply_gradient_checkpointing(peft_model, config.gradient_checkpointing)
     if config.compile_layers:
         # Regional compilation: the layers share their code, so dynamo compiles one graph (per input shape

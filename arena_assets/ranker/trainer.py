@@ -152,9 +152,11 @@ def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> 
         work_dir=output_dir.with_name(output_dir.name + ".work"),
     )  # fmt: skip
     resume(run)
+    per_forward = (f"up to {config.micro_batch_tokens} padded tokens" if config.micro_batch_tokens
+                   else f"{config.per_device_batch_size} rows")  # fmt: skip
     reporter.info(
-        f"{total_steps} optimizer steps x {config.accumulation_steps(accelerator.num_processes)} "
-        f"micro-batches of {config.per_device_batch_size} rows on {accelerator.num_processes} process(es) "
+        f"{total_steps} optimizer steps of {config.global_batch_size} rows, micro-batches of {per_forward} "
+        f"on {accelerator.num_processes} process(es) "
         f"({'FSDP, sharded' if sharded else 'DDP' if accelerator.num_processes > 1 else 'one process'}); "
         + fast_path_report(model, config, dtype)
     )

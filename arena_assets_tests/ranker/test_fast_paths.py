@@ -180,6 +180,44 @@ def test_gradient_checkpointing_gives_the_same_loss_and_grads(
         torch.testing.assert_close(grads_gc[name], grad, rtol=0, atol=RECOMPUTE_ATOL, msg=name)
 
 
+def test_recomputed_lora_dropout_gives_peft_numbers_and_keeps_less_for_backward(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path,
+) -> None:
+    def config(recompute: bool) -> TrainConfig:
+        return make_train_config(small_files, tmp_path / "unused", precision="fp32", lora_dropout=0.3,
+                                 gradient_checkpointing=0.0, recompute_lora_dropout=recompute)
+
+    tokenizer = AutoTokenizer.from_pretrained(config(False).backbone)
+    batch = _batch(tokenizer, read_pairs(small_files.train).head(8), labels=True)
+    loss, grads, _ = _loss_and_grads(config(False), batch)
+    kept = _bytes_kept_for_backward(config(False), batch)
+    loss_recomputed, grads_recomputed, _ = _loss_and_grads(config(True), batch)
+    # The same masks drawn again and the same products: equal, not merely close.
+    torch.testing.assert_close(loss_recomputed, loss, rtol=0, atol=0)
+    assert grads_recomputed.keys() == grads.keys() and len(grads) == LORA_PARAMS
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_recomputed[name], grad, rtol=0, atol=0, msg=name)
+    # peft keeps a dropped copy and a mask per projection (7 a layer), this keeps the shared inputs.
+    assert _bytes_kept_for_backward(config(True), batch) < 0.8 * kept
+
+
+def _bytes_kept_for_backward(config: TrainConfig, batch: dict[str, torch.Tensor]) -> int:
+    """Bytes of the distinct tensors that autograd keeps for backward over one training forward."""
+    set_seed(0)
+    model, _ = modeling.build_model(config, torch.device("cpu"))
+    head = LetterHead(model, letter_token_ids(AutoTokenizer.from_pretrained(config.backbone))).train()
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        hard_label_loss(head(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+    return sum(storages.values())
+
+
 @pytest.mark.slow
 def test_compiled_layers_give_the_same_loss_and_grads(
     small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path,
