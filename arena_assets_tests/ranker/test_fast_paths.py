@@ -184,8 +184,10 @@ def test_recomputed_lora_dropout_gives_peft_numbers_and_keeps_less_for_backward(
     small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path,
 ) -> None:
     def config(recompute: bool) -> TrainConfig:
+        # liger off: where it is installed it would patch Qwen2's module globals, CPU models' too.
         return make_train_config(small_files, tmp_path / "unused", precision="fp32", lora_dropout=0.3,
-                                 gradient_checkpointing=0.0, recompute_lora_dropout=recompute)
+                                 gradient_checkpointing=0.0, recompute_lora_dropout=recompute,
+                                 use_liger="off")
 
     tokenizer = AutoTokenizer.from_pretrained(config(False).backbone)
     batch = _batch(tokenizer, read_pairs(small_files.train).head(8), labels=True)
