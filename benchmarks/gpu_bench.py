@@ -6,9 +6,11 @@ Every variant runs the real entry points (`python -m arena_assets.ranker.trainer
 child processes, so what is timed is what the assets run. Prints one table at the end (tokens/s, share of
 the measured dense bf16 rate, peak memory, padding, against the straightforward recipe) and writes
 `results.json` under --out: `env.dense_bf16_tflops`, then one key per variant (`train_2048_plain`,
-`train_2048_*`, `train_4096_*`, `train_real_*`, `score_2048_*`, `score_real_*`) holding the entry point's
-metrics (`train_tokens_per_second` or `scoring_tokens_per_second`, `peak_memory_gb`, `padding_fraction`),
-and `loss_2048`: the straightforward and the fast trainer over the same 50 steps, curve against curve.
+`train_2048_*`, `train_4096_*`, `train_real_*`, `score_2048_*`, `score_real_*`; the table VARIANTS) holding
+the entry point's metrics (`train_tokens_per_second` or `scoring_tokens_per_second`, `peak_memory_gb`,
+`padding_fraction`), and `loss_2048`: the straightforward and the fast trainer over the same 50 steps, curve
+against curve. On an H200 a 2-row variant takes about 25 s, a 16-row one 60-90 s and the loss curves
+2.5 min; --only picks the variants of one run.
 
 The 14B shape is a config.json plus a tokenizer; the trainer and scorer build it with random weights on the
 GPU (`random_init`), so no download is needed. Equal-length rows fill max_length exactly; the `*_real`
