@@ -328,14 +328,15 @@ def main() -> None:
 
 def print_table(results: dict, chosen: list[str], peak: float) -> None:
     """tokens/s, share of dense bf16, peak memory, padding and the ratio to the straightforward recipe."""
-    print(f"\n{'variant':<26}{'tokens/s':>10}{'share':>7}{'peak GB':>9}{'padding':>9}{'vs plain':>10}")
+    width = max(len(name) for name in [*chosen, "variant"]) + 2
+    print(f"\n{'variant':<{width}}{'tokens/s':>10}{'share':>7}{'peak GB':>9}{'padding':>9}{'vs plain':>10}")
     for name in chosen:
         r = results[name]
         if "error" in r:
-            print(f"{name:<26} ERROR {r['error'][-200:]!r}")
+            print(f"{name:<{width}} ERROR {r['error'][-200:]!r}")
             continue
         if name == "loss_2048":
-            print(f"{name:<26} {r['steps']} steps, max |plain - fast| loss {r['max_abs_diff']:.4f} "
+            print(f"{name:<{width}} {r['steps']} steps, max |plain - fast| loss {r['max_abs_diff']:.4f} "
                   f"(tolerance {r['atol']}): {'within' if r['within_atol'] else 'OUTSIDE'}")  # fmt: skip
             continue
         rate = r.get("train_tokens_per_second") or r.get("scoring_tokens_per_second") or 0.0
@@ -344,7 +345,7 @@ def print_table(results: dict, chosen: list[str], peak: float) -> None:
         base = results.get(f"{kind}_{length}_plain") or results.get(f"{kind}_2048_plain") or {}
         base_rate = base.get("train_tokens_per_second") or base.get("scoring_tokens_per_second")
         ratio = f"{rate / base_rate:.2f}x" if base_rate else ""
-        print(f"{name:<26}{rate:>10.0f}{share:>7}{r.get('peak_memory_gb', 0):>9.1f}"
+        print(f"{name:<{width}}{rate:>10.0f}{share:>7}{r.get('peak_memory_gb', 0):>9.1f}"
               f"{r.get('padding_fraction', 0.0):>9.3f}{ratio:>10}")  # fmt: skip
 
 
