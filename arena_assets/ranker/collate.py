@@ -8,7 +8,7 @@ grouped by length so padding stays a small share of the tokens processed.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -159,22 +159,9 @@ def plan_steps(config: TrainConfig, lengths: np.ndarray, *, num_processes: int) 
     per_step = config.accumulation_steps(num_processes) * num_processes
     pair_lengths = np.maximum(lengths[0::2], lengths[1::2]).tolist()
     batches: list[list[int]] = []
-    epoch = 0
-    # epochs == 0 means "as many epochs as max_steps needs".
-    while epoch < config.epochs or (config.epochs <= 0 and len(batches) < config.max_steps * per_step):
-        epoch_batches = pair_batches(
-            pair_lengths,
-            pairs_per_batch,
-            seed=config.seed,
-            epoch=epoch,
-            group_by_length=config.group_by_length,
-        )
-        if config.epochs > 0 and epoch + 1 > config.epochs:  # a fractional last epoch
-            epoch_batches = epoch_batches[: int(len(epoch_batches) * (config.epochs - epoch))]
-        if not epoch_batches:
-            break
+    enough = lambda: len(batches) >= config.max_steps * per_step  # noqa: E731
+    for epoch_batches in _epochs_of_pair_batches(config, pair_lengths, pairs_per_batch, enough=enough):
         batches.extend(pair_rows(b) for b in epoch_batches)
-        epoch += 1
     steps = [batches[start : start + per_step] for start in range(0, len(batches), per_step)]
     if steps:
         steps[-1] = steps[-1][: len(steps[-1]) // num_processes * num_processes]
@@ -222,24 +209,34 @@ def _plan_token_budget_steps(
         )
     pair_lengths = np.maximum(lengths[0::2], lengths[1::2]).tolist()
     steps: list[list[list[int]]] = []
-    epoch = 0
-    while epoch < config.epochs or (config.epochs <= 0 and len(steps) < config.max_steps):
-        epoch_steps = pair_batches(
-            pair_lengths,
-            pairs_per_step,
-            seed=config.seed,
-            epoch=epoch,
-            group_by_length=config.group_by_length,
-        )
-        if config.epochs > 0 and epoch + 1 > config.epochs:  # a fractional last epoch
-            epoch_steps = epoch_steps[: int(len(epoch_steps) * (config.epochs - epoch))]
-        if not epoch_steps:
-            break
+    enough = lambda: len(steps) >= config.max_steps  # noqa: E731
+    for epoch_steps in _epochs_of_pair_batches(config, pair_lengths, pairs_per_step, enough=enough):
         for pairs in epoch_steps:
             micro_batches = token_budget_micro_batches(
                 pairs, pair_lengths, budget=config.micro_batch_tokens, num_processes=num_processes
             )
             if micro_batches:  # an epoch's short last step with fewer pairs than processes is left out
                 steps.append(micro_batches)
-        epoch += 1
     return steps
+
+
+def _epochs_of_pair_batches(
+    config: TrainConfig, pair_lengths: list[int], pairs_per_batch: int, *, enough: Callable[[], bool]
+) -> Iterator[list[list[int]]]:
+    """Each epoch's `pair_batches`, a fractional last epoch cut short; with epochs == 0, "as many epochs as
+    max_steps needs": epochs until `enough()`, asked after the caller has taken the previous one."""
+    epoch = 0
+    while epoch < config.epochs or (config.epochs <= 0 and not enough()):
+        epoch_batches = pair_batches(
+            pair_lengths,
+            pairs_per_batch,
+            seed=config.seed,
+            epoch=epoch,
+            group_by_length=config.group_by_length,
+        )
+        if config.epochs > 0 and epoch + 1 > config.epochs:  # a fractional last epoch
+            epoch_batches = epoch_batches[: int(len(epoch_batches) * (config.epochs - epoch))]
+        if not epoch_batches:
+            return
+        yield epoch_batches
+        epoch += 1
