@@ -77,6 +77,13 @@ def test_the_standalone_recipe_file_is_the_asset_run_with_other_paths(demo_run: 
     assert Path(standalone.backbone) == demo.backbone
 
 
+def test_the_14b_recipe_packs_rows_and_the_demo_pads_them(tmp_path: Path) -> None:
+    qwen, demo = (Settings(profile=p, project_dir=tmp_path) for p in ("qwen14b", "demo"))
+    for step, cls in (("stage1", TrainConfig), ("stage2", TrainConfig), ("score", ScoreConfig)):
+        assert qwen.ranker_config(cls, step).pack_sequences, step
+        assert not demo.ranker_config(cls, step).pack_sequences, step
+
+
 def test_long_runs_checkpoint_and_the_demo_does_not(tmp_path: Path) -> None:
     for step in ("stage1", "stage2"):
         qwen = Settings(profile="qwen14b", project_dir=tmp_path).ranker_config(TrainConfig, step)

@@ -8,9 +8,10 @@ the measured dense bf16 rate, peak memory, padding, against the straightforward 
 `results.json` under --out: `env.dense_bf16_tflops`, then one key per variant (`train_2048_plain`,
 `train_2048_*`, `train_4096_*`, `train_real_*`, `score_2048_*`, `score_real_*`; the table VARIANTS) holding
 the entry point's metrics (`train_tokens_per_second` or `scoring_tokens_per_second`, `peak_memory_gb`,
-`padding_fraction`), and `loss_2048`: the straightforward and the fast trainer over the same 50 steps, curve
-against curve. On an H200 a 2-row variant takes about 25 s, a 16-row one 60-90 s and the loss curves
-2.5 min; --only picks the variants of one run.
+`padding_fraction`), and `loss_2048`: the straightforward and the fast (packed) trainer over the same 50
+steps, each against the straightforward recipe in fp32 from the same weights. On an H200 a 2-row variant
+takes about 25 s, a 16-row one 60-90 s, the bf16 loss curves 2.5 min and the fp32 one about 6 min; --only
+picks the variants of one run.
 
 The 14B shape is a config.json plus a tokenizer; the trainer and scorer build it with random weights on the
 GPU (`random_init`), so no download is needed. Equal-length rows fill max_length exactly; the `*_real`
@@ -56,9 +57,12 @@ PLAIN = {
     "recompute_lora_dropout": False,
 }
 FAST = {"adapter_compute_dtype": True, "gradient_checkpointing": 0.0, "use_liger": "auto"}
-# bf16 keeps about 3 significant digits: a loss near 0.7 moves in steps of 0.004, and the two recipes round
-# in different places (fp32 adapters vs bf16 adapters with fp32 masters) for 50 steps.
-LOSS_CURVE_ATOL = 0.02
+PACKED = {**FAST, "pack_sequences": True}
+# The qwen14b recipe's memory settings (configs/qwen14b): half the layers recomputed, 2 x 4096-token passes.
+RECIPE = {**FAST, "gradient_checkpointing": 0.5, "micro_batch_tokens": 8192}
+# The loss check's tolerance, relative to the straightforward bf16 recipe's own distance from fp32: the fast
+# path may stray from the fp32 curve at most this many times as far (per-step mean and largest difference).
+LOSS_CURVE_SLACK = 1.5
 
 STEP_16 = {"global_batch_size": 16}
 # name -> (entry point, max length or "real" for the WSDM-like rows at 4096, config overrides)
@@ -84,10 +88,17 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
         "real",
         {**FAST, "gradient_checkpointing": 0.25, **STEP_16, "micro_batch_tokens": 8192},
     ),
+    # Rows packed end to end, a swap's shared prefix computed once, no padding (ranker/packing.py).
+    "train_2048_packed": ("train", 2048, PACKED),
+    "train_4096_packed_quarter": ("train", 4096, {**PACKED, "gradient_checkpointing": 0.25}),
+    "train_real_recipe": ("train", "real", {**RECIPE, **STEP_16}),
+    "train_real_recipe_packed": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True}),
     "score_2048_plain": ("score", 2048, {"use_liger": "off"}),
     "score_2048_fast": ("score", 2048, {"use_liger": "auto"}),
+    "score_2048_packed": ("score", 2048, {"use_liger": "auto", "pack_sequences": True}),
     "score_real_plain": ("score", "real", {"use_liger": "off"}),
     "score_real_fast": ("score", "real", {"use_liger": "auto"}),
+    "score_real_packed": ("score", "real", {"use_liger": "auto", "pack_sequences": True}),
 }
 
 
@@ -177,30 +188,62 @@ def write_pairs(frame: pd.DataFrame, path: Path, *, swaps: bool) -> Path:
     return path
 
 
-def loss_curves(work: Path, backbone: Path, data: Path, *, steps: int) -> dict:
-    """The straightforward and the fast trainer over the same `steps` steps of one swap pair, at the
-    recipe's learning rates: both curves, their largest difference, and whether it is within LOSS_CURVE_ATOL.
+def random_checkpoint(work: Path, shape_dir: Path) -> Path:
+    """The 14B shape with random bf16 weights saved once, so that runs in other precisions start from the
+    same numbers (`random_init` draws them in the run's own dtype)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    The kernels are held equal (liger off in both): on random 14B weights, swapping the elementwise kernels
-    alone moved the first step's loss by 0.1 (1.33 with liger, 1.45 without, before any update), so a curve
-    check across kernels measures the random model's sensitivity. liger's own numerics are checked on the
-    tiny model (`test_liger_kernels_keep_loss_and_grads`, which runs on a GPU). What this compares are the
-    training paths: bf16 adapters with fp32 masters, no recompute and the recomputed LoRA dropout against
-    peft's fp32 adapters with every layer recomputed."""
-    curves = {}
-    for name, extra in (("plain", PLAIN), ("fast", {**FAST, "use_liger": "off"})):
+    directory = work / "qwen14b-random"
+    if (directory / "config.json").is_file():
+        return directory
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(shape_dir), dtype=torch.bfloat16)
+    model.save_pretrained(directory.with_suffix(".tmp"), max_shard_size="5GB")
+    AutoTokenizer.from_pretrained(shape_dir).save_pretrained(directory.with_suffix(".tmp"))
+    del model
+    torch.cuda.empty_cache()
+    directory.with_suffix(".tmp").rename(directory)
+    return directory
+
+
+def loss_curves(work: Path, shape_dir: Path, data: Path, *, steps: int) -> dict:
+    """The straightforward and the fast trainer over the same `steps` steps of one swap pair at the
+    recipe's learning rates, each beside the straightforward recipe in fp32 from the same bf16 weights.
+
+    bf16 cannot be held to a fixed tolerance here: on random 14B weights the loss of one pair swings from
+    0.07 to 2.7 between steps, and rounding differences grow over the updates. So the fp32 run is the
+    reference, and the fast path passes when it strays from it at most LOSS_CURVE_SLACK times as far as the
+    straightforward bf16 recipe does. The kernels are held equal (liger off): swapping the elementwise
+    kernels alone moved the first step's loss by 0.1 on these weights; liger's own numerics are checked on
+    the tiny model (`test_liger_kernels_keep_loss_and_grads`, on a GPU)."""
+    backbone = random_checkpoint(work, shape_dir)
+    curves: dict[str, list[float]] = {}
+    # Recompute replays the same operations and the recomputed dropout draws peft's masks (both exact, CPU
+    # tests), so the reference keeps most layers' activations (fp32 matmuls run at a tenth of bf16's rate).
+    fp32 = {**PLAIN, "precision": "fp32"}
+    runs = (("plain", PLAIN), ("fast", {**PACKED, "use_liger": "off"}), ("fp32", fp32))
+    for name, extra in runs:
         config = {"backbone": str(backbone), "output_dir": str(work / f"loss_{name}"),
                   "train_path": str(data), "max_length": 2048, "per_device_batch_size": 2,
-                  "global_batch_size": 2, "max_steps": steps,
-                  "random_init": True, "resume": False, "precision": "bf16", "log_every_steps": 10,
-                  **extra}  # fmt: skip
-        result = run_entry("arena_assets.ranker.trainer", config, work, f"loss_{name}", keep_curve=True)
+                  "global_batch_size": 2, "max_steps": steps, "resume": False, "precision": "bf16",
+                  "log_every_steps": 10, **extra}  # fmt: skip
+        finished = work / f"loss_{name}" / "metrics.json"  # an earlier call's curve (--work kept)
+        if finished.is_file():
+            result = json.loads(finished.read_text())
+        else:
+            result = run_entry("arena_assets.ranker.trainer", config, work, f"loss_{name}", keep_curve=True)
         if "error" in result:
-            return {name: result}
+            return {**{f"curve_{k}": v for k, v in curves.items()}, name: result}
         curves[name] = [loss for _, loss in result["train_loss_curve"]]
-    diff = max(abs(a - b) for a, b in zip(curves["plain"], curves["fast"], strict=True))
-    return {**{f"curve_{k}": v for k, v in curves.items()}, "steps": steps, "max_abs_diff": diff,
-            "atol": LOSS_CURVE_ATOL, "within_atol": diff <= LOSS_CURVE_ATOL}  # fmt: skip
+    reference = np.array(curves["fp32"])
+    off = {k: np.abs(np.array(curves[k]) - reference) for k in ("plain", "fast")}
+    summary = {f"{k}_vs_fp32_{s}": float(getattr(v, s)()) for k, v in off.items() for s in ("mean", "max")}
+    within = all(summary[f"fast_vs_fp32_{s}"] <= LOSS_CURVE_SLACK * summary[f"plain_vs_fp32_{s}"]
+                 for s in ("mean", "max"))  # fmt: skip
+    return {**{f"curve_{k}": v for k, v in curves.items()}, "steps": steps, **summary,
+            "max_abs_diff": float(np.abs(np.array(curves["plain"]) - np.array(curves["fast"])).max()),
+            "slack": LOSS_CURVE_SLACK, "within_tolerance": within}  # fmt: skip
 
 
 def run_entry(module: str, config: dict, work: Path, name: str, *, keep_curve: bool = False) -> dict:
@@ -278,9 +321,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--loss-steps", type=int, default=50)
     parser.add_argument("--real", type=Path, default=ROOT / ".e2e", help="a `gpu_e2e.py data` directory")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/arena-bench"),
+                        help="scratch directory; finished loss curves in it are reused (a long check split "
+                             "over calls on a warm machine, in an ignored folder of the tree)")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/arena-bench")
+    work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     peak = dense_bf16_tflops()
     results: dict[str, dict] = {
@@ -335,9 +381,15 @@ def print_table(results: dict, chosen: list[str], peak: float) -> None:
         if "error" in r:
             print(f"{name:<{width}} ERROR {r['error'][-200:]!r}")
             continue
+        if name == "loss_2048" and "steps" not in r:  # a curve failed; the others are in results.json
+            print(f"{name:<{width}} ERROR " + " ".join(f"{k}: {v['error'][-150:]!r}" for k, v in r.items()
+                                                        if isinstance(v, dict)))  # fmt: skip
+            continue
         if name == "loss_2048":
-            print(f"{name:<{width}} {r['steps']} steps, max |plain - fast| loss {r['max_abs_diff']:.4f} "
-                  f"(tolerance {r['atol']}): {'within' if r['within_atol'] else 'OUTSIDE'}")  # fmt: skip
+            print(f"{name:<{width}} {r['steps']} steps from fp32: plain mean {r['plain_vs_fp32_mean']:.4f} "
+                  f"max {r['plain_vs_fp32_max']:.4f}, fast mean {r['fast_vs_fp32_mean']:.4f} max "
+                  f"{r['fast_vs_fp32_max']:.4f} (slack {r['slack']}x): "
+                  f"{'within' if r['within_tolerance'] else 'OUTSIDE'}")  # fmt: skip
             continue
         rate = r.get("train_tokens_per_second") or r.get("scoring_tokens_per_second") or 0.0
         share = f"{rate * r['flops_per_token'] / (peak * 1e12):.2f}" if "flops_per_token" in r else ""

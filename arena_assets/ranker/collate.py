@@ -124,7 +124,12 @@ def collate_rows(
         span = slice(0, length) if padding_side == "right" else slice(width - length, width)
         input_ids[row, span] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
         attention_mask[row, span] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    return {"input_ids": input_ids, "attention_mask": attention_mask, **collate_targets(features)}
+
+
+def collate_targets(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """`labels` [B] long and / or `teacher_logits` [B, 2] float32, for the keys every feature carries."""
+    batch = {}
     if _has_key(features, _LABEL):
         batch["labels"] = torch.tensor([int(feature[_LABEL]) for feature in features], dtype=torch.long)
     if _has_key(features, _TEACHER):

@@ -48,6 +48,9 @@ class TrainConfig:
     # up to this many padded tokens (rows x longest row), so short rows share one; 2 x max_length keeps the
     # peak memory of two full-length rows. A step still holds global_batch_size rows.
     micro_batch_tokens: int = 0
+    # A forward pass takes its rows end to end in one sequence: no padding, and the prefix a row shares
+    # with its swap (system prompt, query) computed once by the linear layers (ranker/packing.py).
+    pack_sequences: bool = False
     lr_lora_a: float = 1e-5
     lr_lora_b: float = 5e-5
     weight_decay: float = 0.01
@@ -151,8 +154,11 @@ class ScoreConfig:
     max_length: int = 4096
     rebalance_truncation: bool = True
     both_orders: bool = True
-    token_budget: int = 16384  # padded tokens per batch
+    token_budget: int = 16384  # padded tokens per batch (packed: row tokens per forward pass)
     max_batch_rows: int = 64
+    # Both orders of a pair end to end in one sequence, their shared prefix (system prompt, query) computed
+    # once by the linear layers, no padding (ranker/packing.py).
+    pack_sequences: bool = False
     rows_per_shard: int = 2048
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, fp16 on older GPUs
     # auto: one process spreads a model too large for one GPU over all of them (layer by layer, no grads)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from arena_assets.ranker.collate import collate_rows
+from arena_assets.ranker.packing import ATTENTION_NAME, PackedLayout, pack_rows, packed_groups
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -43,30 +44,51 @@ def _causal_lm(model: nn.Module) -> nn.Module:
 
 
 def letter_logits(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, letter_ids: tuple[int, int]
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | PackedLayout,
+    letter_ids: tuple[int, int],
 ) -> torch.Tensor:
-    """Next-token logits of the two letters at each row's last real token: [B, L] inputs -> [B, 2] float32."""
+    """Next-token logits of the two letters at each row's last real token -> [rows, 2] float32.
+
+    Rows padded into [B, L] inputs with a [B, L] mask, or packed into [1, T] inputs with their
+    `PackedLayout` (ranker/packing.py; the model loaded with its attention implementation).
+    """
     causal_lm = _causal_lm(model)
     lm_head = causal_lm.get_output_embeddings()
     if hasattr(lm_head, "base_layer"):
         raise ValueError("lm_head carries an adapter, which letter_logits would bypass; leave it untargeted")
     decoder = causal_lm.get_decoder()  # `.model` of a *ForCausalLM
-    hidden = decoder(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-    ).last_hidden_state  # [B, L, H]
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    # .to(): under a device map the last layer (and so `hidden`) may sit on another GPU than the inputs.
-    last = hidden[rows, last_token_index(attention_mask).to(hidden.device)]  # [B, H]
+    if isinstance(attention_mask, PackedLayout):
+        layout = attention_mask
+        if decoder.config._attn_implementation != ATTENTION_NAME:
+            raise ValueError(
+                f"packed rows need the model loaded for them (attention {ATTENTION_NAME!r}), not "
+                f"{decoder.config._attn_implementation!r}: set pack_sequences in the config"
+            )
+        # A mask per layer kind, which the decoder passes on as it is: the layout, not a mask to build.
+        masks = {kind: layout for kind in set(decoder.config.layer_types)}
+        hidden = decoder(
+            input_ids=input_ids, attention_mask=masks, position_ids=layout.position_ids, use_cache=False
+        ).last_hidden_state  # [1, T, H]
+        last = hidden[0, layout.last_index.to(hidden.device)]  # [R, H]
+    else:
+        hidden = decoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        ).last_hidden_state  # [B, L, H]
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        # .to(): under a device map the last layer (and so `hidden`) may sit on another GPU than the inputs.
+        last = hidden[rows, last_token_index(attention_mask).to(hidden.device)]  # [B, H]
     index = torch.tensor(letter_ids, device=lm_head.weight.device)
     # .to(): under a device map the head and the last layer may sit on different GPUs.
-    weight = lm_head.weight.index_select(0, index).to(hidden.device)  # [2, H]
-    bias = lm_head.bias.index_select(0, index).to(hidden.device) if lm_head.bias is not None else None
+    weight = lm_head.weight.index_select(0, index).to(last.device)  # [2, H]
+    bias = lm_head.bias.index_select(0, index).to(last.device) if lm_head.bias is not None else None
     # Two dot products per row cost nothing, so they run in fp32 even under autocast: the loss sees
     # logits at full precision.
-    with torch.autocast(device_type=hidden.device.type, enabled=False):
+    with torch.autocast(device_type=last.device.type, enabled=False):
         logits = last.float() @ weight.float().T
         if bias is not None:
             logits = logits + bias.float()
@@ -84,7 +106,7 @@ class LetterHead(nn.Module):
         self.model = model
         self.letter_ids = letter_ids
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | PackedLayout) -> torch.Tensor:
         return letter_logits(self.model, input_ids, attention_mask, self.letter_ids)
 
 
@@ -133,3 +155,26 @@ def score_sequences(
         logits = head(batch["input_ids"].to(device), batch["attention_mask"].to(device))
         out[batch_rows] = logits.float().cpu().numpy()
     return out
+
+
+@torch.no_grad()
+def score_packed(
+    head: torch.nn.Module,
+    input_ids: list[list[int]],
+    *,
+    pairs: bool,
+    token_budget: int,
+    device: torch.device,
+) -> tuple[np.ndarray, int]:
+    """Letter logits [N, 2] (float32) for encoded sequences packed `token_budget` row tokens a forward pass,
+    in their original order, and the row tokens the shared prefixes saved. With `pairs`, rows 2i and 2i + 1
+    (a row and its swap) share a pass and their common prefix."""
+    out = np.zeros((len(input_ids), 2), dtype=np.float32)
+    lengths = [len(ids) for ids in input_ids]
+    shared = 0
+    for group in packed_groups(lengths, token_budget=token_budget, pairs=pairs):
+        tokens, layout = pack_rows([input_ids[i] for i in group], share_pair_prefix=pairs)
+        logits = head(torch.tensor([tokens], device=device), layout.to(device))
+        out[group] = logits.float().cpu().numpy()
+        shared += layout.shared_tokens
+    return out, shared

@@ -35,8 +35,18 @@ def resolve_dtype(precision: str, device: torch.device, *, training: bool = Fals
     return torch.float32 if training else torch.float16
 
 
-def resolve_attention(requested: str, device: torch.device) -> str:
-    """FlashAttention 2 when installed on a GPU under `auto`, otherwise PyTorch SDPA."""
+def resolve_attention(requested: str, device: torch.device, *, packed: bool = False) -> str:
+    """FlashAttention 2 when installed on a GPU under `auto`, otherwise PyTorch SDPA; for packed rows the
+    packing attention (ranker/packing.py), which runs padded batches through SDPA."""
+    if packed:
+        if requested not in ("auto", "sdpa"):
+            raise ValueError(
+                f"pack_sequences brings its own attention (varlen flash; SDPA for padded batches); "
+                f"attn_implementation {requested!r} does not combine with it: set it to auto"
+            )
+        from arena_assets.ranker.packing import ATTENTION_NAME  # registers it with transformers
+
+        return ATTENTION_NAME
     if requested != "auto":
         return requested
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
@@ -63,14 +73,16 @@ def load_backbone(
     use_liger: str = "auto",
     random_init: bool = False,
     device_map: str | None = None,
+    packed: bool = False,
 ) -> PreTrainedModel:
     """A causal LM from a Hugging Face directory, on `device`, with the chosen kernels.
 
     `random_init` builds the model from the directory's config.json with random weights, initialised on
     `device` (benchmarks of a model shape whose weights are not at hand). `device_map="auto"` spreads its
-    layers over every GPU present instead (a model larger than one GPU, for no-grad scoring).
+    layers over every GPU present instead (a model larger than one GPU, for no-grad scoring). `packed` loads
+    it with the attention that packed rows need (ranker/packing.py).
     """
-    attention = resolve_attention(attn_implementation, device)
+    attention = resolve_attention(attn_implementation, device, packed=packed)
     if device_map is not None and random_init:
         return _random_init_spread(path, dtype=dtype, attn_implementation=attention)
     if device_map is not None:
@@ -247,6 +259,7 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.d
         attn_implementation=config.attn_implementation,
         use_liger=config.use_liger,
         random_init=config.random_init,
+        packed=config.pack_sequences,
     )
     model.config.use_cache = False
     lora = LoraConfig(

@@ -40,7 +40,7 @@ from arena_assets.ranker.artifacts import (
 from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import ScoreConfig, config_to_dict
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
-from arena_assets.ranker.head import LetterHead, padded_tokens, score_sequences
+from arena_assets.ranker.head import LetterHead, padded_tokens, score_packed, score_sequences
 from arena_assets.ranker.modeling import load_backbone, peak_memory_gb, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
@@ -59,6 +59,7 @@ def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[Letter
         use_liger=config.use_liger,
         random_init=config.random_init,
         device_map="auto" if spread else None,
+        packed=config.pack_sequences,
     )
     if config.adapter_dir:
         from peft import PeftModel
@@ -114,7 +115,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
 
         shard_count = -(-len(frame) // config.rows_per_shard)
         mine = [k for k in range(shard_count) if k % accelerator.num_processes == accelerator.process_index]
-        rows_scored = tokens = padded = 0
+        rows_scored = tokens = padded = shared = 0
         scoring_seconds = 0.0  # the forward passes alone, not loading or merging
         for k in mine:
             part = frame.iloc[k * config.rows_per_shard : (k + 1) * config.rows_per_shard]
@@ -124,39 +125,37 @@ def score(config: ScoreConfig) -> dict[str, Any]:
             for other in shard_dir.glob(f"shard-{k:05d}-*.parquet"):  # these rows' older version
                 other.unlink()
             result = pd.DataFrame({"id": part["id"].astype(str).to_numpy()})
-            for swapped in (False, True) if config.both_orders else (False,):
-                encoded = encode_frame(
+            orders = [
+                encode_frame(
                     template,
                     part,
                     max_length=config.max_length,
                     rebalance=config.rebalance_truncation,
                     swapped=swapped,
                 )
-                scoring_start = time.perf_counter()
-                logits = score_sequences(
-                    head,
-                    encoded.input_ids,
-                    pad_token_id=tokenizer.pad_token_id,
-                    token_budget=config.token_budget,
-                    max_batch_rows=config.max_batch_rows,
-                    device=device,
-                )
-                scoring_seconds += time.perf_counter() - scoring_start
-                suffix = "_swapped" if swapped else ""
-                result[f"a_logit{suffix}"], result[f"b_logit{suffix}"] = logits[:, 0], logits[:, 1]
-                tokens += int(encoded.lengths.sum())
-                padded += padded_tokens(
-                    encoded.lengths, token_budget=config.token_budget, max_batch_rows=config.max_batch_rows
-                )
+                for swapped in ((False, True) if config.both_orders else (False,))
+            ]
+            scoring_start = time.perf_counter()
+            logits, pass_padded, pass_shared = _score_orders(
+                head, orders, config, tokenizer.pad_token_id, device
+            )
+            scoring_seconds += time.perf_counter() - scoring_start
+            for values, suffix in zip(logits, ("", "_swapped"), strict=False):
+                result[f"a_logit{suffix}"], result[f"b_logit{suffix}"] = values[:, 0], values[:, 1]
+            tokens += sum(int(encoded.lengths.sum()) for encoded in orders)
+            padded += pass_padded
+            shared += pass_shared
             atomic_write_parquet(result, path)
             rows_scored += len(part)
             reporter.info(f"shard {k + 1}/{shard_count}: {len(part)} rows")
-        mine_totals = torch.tensor([rows_scored, tokens, scoring_seconds, padded], dtype=torch.float64)
-        totals = accelerator.gather(mine_totals.to(accelerator.device).view(1, 4)).view(-1, 4).cpu()
+        mine_totals = torch.tensor(
+            [rows_scored, tokens, scoring_seconds, padded, shared], dtype=torch.float64
+        )
+        totals = accelerator.gather(mine_totals.to(accelerator.device).view(1, 5)).view(-1, 5).cpu()
         accelerator.wait_for_everyone()
         metrics: dict[str, Any] = {}
         if accelerator.is_main_process:
-            rows_scored, tokens, padded = (int(totals[:, i].sum()) for i in (0, 1, 3))
+            rows_scored, tokens, padded, shared = (int(totals[:, i].sum()) for i in (0, 1, 3, 4))
             # The slowest rank's forward time: the ranks run side by side and the run ends with it.
             scoring_seconds = float(totals[:, 2].max())
             merged = _merge_shards(shard_dir, shard_count, frame, config.rows_per_shard)
@@ -165,10 +164,12 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 "rows": len(merged),
                 "rows_scored_this_run": rows_scored,
                 "shards": shard_count,
-                # All ranks' real (unpadded) tokens over the slowest rank's forward time.
+                # All ranks' row tokens (both orders, unpadded) over the slowest rank's forward time.
                 "scoring_tokens_per_second": tokens / scoring_seconds if scoring_seconds else 0.0,
                 # Pad positions over all positions the forward passes processed.
-                "padding_fraction": padded / (padded + tokens) if tokens else 0.0,
+                "padding_fraction": padded / (padded + tokens - shared) if tokens else 0.0,
+                # Row tokens a packed pass did not compute: a swap's prefix shared with its row.
+                "shared_prefix_fraction": shared / tokens if tokens else 0.0,
                 "wall_seconds": time.perf_counter() - start,
                 "peak_memory_gb": peak_memory_gb(),
                 "finite": bool(np.isfinite(values).all()),
@@ -185,6 +186,37 @@ def score(config: ScoreConfig) -> dict[str, Any]:
             reporter.report_materialization({**metrics, "logits_path": path_value(output_dir / LOGITS_NAME)})
         accelerator.wait_for_everyone()
         return metrics
+
+
+def _score_orders(
+    head: LetterHead, orders: list[Any], config: ScoreConfig, pad_token_id: int, device: torch.device
+) -> tuple[list[np.ndarray], int, int]:
+    """Letter logits of each order's encoded rows, the pad positions added and the row tokens shared.
+
+    Packed, a row and its swap share one forward pass and their prefix; padded, each order is batched
+    by length on its own."""
+    if config.pack_sequences:
+        rows = [ids for pair in zip(*(encoded.input_ids for encoded in orders), strict=True) for ids in pair]
+        logits, shared = score_packed(
+            head, rows, pairs=len(orders) == 2, token_budget=config.token_budget, device=device
+        )
+        return [logits[i :: len(orders)] for i in range(len(orders))], 0, shared
+    logits, padded = [], 0
+    for encoded in orders:
+        logits.append(
+            score_sequences(
+                head,
+                encoded.input_ids,
+                pad_token_id=pad_token_id,
+                token_budget=config.token_budget,
+                max_batch_rows=config.max_batch_rows,
+                device=device,
+            )
+        )
+        padded += padded_tokens(
+            encoded.lengths, token_budget=config.token_budget, max_batch_rows=config.max_batch_rows
+        )
+    return logits, padded, 0
 
 
 def shard_path(shard_dir: Path, index: int, part: pd.DataFrame) -> Path:

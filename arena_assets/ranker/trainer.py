@@ -35,7 +35,7 @@ from arena_assets.ranker import checkpointing
 from arena_assets.ranker.artifacts import METRICS_NAME, atomic_directory, write_manifest
 from arena_assets.ranker.card import portable_adapter_config, write_card
 from arena_assets.ranker.cli_args import parse_config
-from arena_assets.ranker.collate import collate_rows, plan_steps, shard_batches
+from arena_assets.ranker.collate import collate_rows, collate_targets, plan_steps, shard_batches
 from arena_assets.ranker.config import TrainConfig, config_to_dict
 from arena_assets.ranker.data import (
     EncodedRows,
@@ -55,6 +55,7 @@ from arena_assets.ranker.modeling import (
     fast_path_report,
     peak_memory_gb,
 )
+from arena_assets.ranker.packing import pack_rows
 from arena_assets.ranker.pipes import Reporter, md, path_value, pipes_reporter, url_value
 from arena_assets.ranker.plots import loss_curve_markdown
 from arena_assets.ranker.prompt import PromptTemplate, load_tokenizer
@@ -67,8 +68,10 @@ class TrainState:
 
     step: int = 0
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
-    tokens_processed: int = 0
+    row_tokens: int = 0  # the rows' own tokens (what throughput counts)
+    tokens_processed: int = 0  # positions the forward passes computed: row tokens + padding - shared
     padded_tokens: int = 0
+    shared_tokens: int = 0  # packed rows: prefix tokens computed once for a row and its swap
     train_seconds: float = 0.0
     # Throughput excludes each process's first step (kernel selection, allocator warm-up).
     timed_tokens: int = 0
@@ -245,7 +248,7 @@ def fit(run: Run) -> None:
 
 def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, int, float]:
     """One optimizer step over this process's micro-batches; returns (mean loss, tokens, grad norm)."""
-    config, accelerator, state = run.config, run.accelerator, run.state
+    config, accelerator = run.config, run.accelerator
     lengths = run.encoded.lengths
     mine = shard_batches(
         step_batches,
@@ -260,24 +263,20 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
     step_loss = torch.zeros((), device=accelerator.device)
     step_tokens = 0
     for index, rows in enumerate(mine):
-        batch = collate_rows(
-            [feature(run.encoded.input_ids[r], run.targets[r], config.label) for r in rows],
-            pad_token_id=run.tokenizer.pad_token_id,
-        )
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        features = [feature(run.encoded.input_ids[r], run.targets[r], config.label) for r in rows]
+        inputs, targets = micro_batch(run, features)
+        targets = {k: v.to(accelerator.device) for k, v in targets.items()}
         # Gradients are all-reduced once per optimizer step, on the last micro-batch.
         sync = index == len(mine) - 1
         with gradient_sync(run.head, sync):
-            logits = run.head(batch["input_ids"], batch["attention_mask"])
+            logits = run.head(*inputs)
             if config.label == "hard":
-                loss = hard_label_loss(logits, batch["labels"])
+                loss = hard_label_loss(logits, targets["labels"])
             else:
-                loss = soft_label_loss(logits, batch["teacher_logits"], temperature=config.temperature)
+                loss = soft_label_loss(logits, targets["teacher_logits"], temperature=config.temperature)
             accelerator.backward(loss * len(rows) / step_rows)
         step_loss += loss.detach() * len(rows) / step_rows
-        step_tokens += int(batch["attention_mask"].numel())
-        state.tokens_processed += int(batch["attention_mask"].numel())
-        state.padded_tokens += int((batch["attention_mask"] == 0).sum())
+        step_tokens += sum(int(lengths[r]) for r in rows)
     if run.masters is not None:
         run.masters.grads_to_master()
         grad_norm = run.masters.clip_grad_norm_(config.max_grad_norm)
@@ -289,6 +288,24 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
     if run.masters is not None:
         run.masters.master_to_model()
     return step_loss, step_tokens, grad_norm
+
+
+def micro_batch(run: Run, features: list[dict[str, Any]]) -> tuple[tuple[Any, Any], dict[str, torch.Tensor]]:
+    """A forward pass's inputs on the device (padded rows and their mask, or packed rows and their
+    layout) and its targets; counts its positions in the run's state."""
+    state, device = run.state, run.accelerator.device
+    ids = [f["input_ids"] for f in features]
+    state.row_tokens += sum(len(row) for row in ids)
+    if run.config.pack_sequences:
+        tokens, layout = pack_rows(ids, share_pair_prefix=True)
+        state.tokens_processed += len(tokens)
+        state.shared_tokens += layout.shared_tokens
+        return (torch.tensor([tokens], device=device), layout.to(device)), collate_targets(features)
+    batch = collate_rows(features, pad_token_id=run.tokenizer.pad_token_id)
+    state.tokens_processed += batch["input_ids"].numel()
+    state.padded_tokens += batch["input_ids"].numel() - sum(len(row) for row in ids)
+    inputs = (batch.pop("input_ids").to(device), batch.pop("attention_mask").to(device))
+    return inputs, batch
 
 
 def checkpoint_due(run: Run, last_checkpoint: float) -> bool:
@@ -363,7 +380,7 @@ def metrics_of(run: Run, scores: dict[str, float], wall_start: float) -> dict[st
     tokens, seconds = (
         (state.timed_tokens, state.timed_seconds)
         if state.timed_seconds > 0
-        else (state.tokens_processed, state.train_seconds)
+        else (state.row_tokens, state.train_seconds)
     )
     # Every rank's tokens (ranks hold unequal shares of a step); the ranks step together, so rank 0's clock
     # is everyone's.
@@ -374,6 +391,7 @@ def metrics_of(run: Run, scores: dict[str, float], wall_start: float) -> dict[st
         "train_loss_final": state.loss_curve[-1][1] if state.loss_curve else float("nan"),
         "train_tokens_per_second": tokens / max(seconds, 1e-9),
         "padding_fraction": state.padded_tokens / max(state.tokens_processed, 1),
+        "shared_prefix_fraction": state.shared_tokens / max(state.row_tokens, 1),
         "steps": state.step,
         "train_rows": len(run.encoded.input_ids),
         "num_processes": run.accelerator.num_processes,

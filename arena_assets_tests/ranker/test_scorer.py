@@ -144,3 +144,23 @@ def test_a_device_map_with_several_processes_is_refused_before_loading(
     config = _config(Path("unused"), small_files.open_pairs, tmp_path / "scores", device_map="auto")
     with pytest.raises(ValueError, match="run the scorer with one process"):
         score(config)
+
+
+@pytest.mark.parametrize("both_orders", [True, False])
+def test_packed_scoring_gives_the_padded_logits(demo_backbone: Path, small_files: PairFiles, tmp_path: Path,
+                                                both_orders: bool) -> None:
+    """Both orders of a pair in one packed pass, their prefix computed once: the padded run's logits."""
+    score(_config(demo_backbone, small_files.open_pairs, tmp_path / "padded", both_orders=both_orders))
+    score(_config(demo_backbone, small_files.open_pairs, tmp_path / "packed", both_orders=both_orders,
+                  pack_sequences=True))  # fmt: skip
+    padded = pd.read_parquet(tmp_path / "padded" / OUTPUT_NAME)
+    packed = pd.read_parquet(tmp_path / "packed" / OUTPUT_NAME)
+    assert list(packed.columns) == list(padded.columns)
+    assert packed["id"].tolist() == padded["id"].tolist()
+    np.testing.assert_allclose(packed.iloc[:, 1:].to_numpy(), padded.iloc[:, 1:].to_numpy(), atol=1e-4,
+                               rtol=0)  # fmt: skip
+    metrics = _metrics(tmp_path / "packed")
+    assert metrics["padding_fraction"] == 0 and _metrics(tmp_path / "padded")["padding_fraction"] > 0
+    # The system prompt and the query are a good share of these short rows.
+    shared = metrics["shared_prefix_fraction"]
+    assert (0.15 < shared < 0.5) if both_orders else shared == 0

@@ -64,20 +64,29 @@ def test_training_changes_every_trainable_parameter(
             assert torch.equal(param, initial[name]), f"frozen {name} changed"
 
 
-def test_token_budget_micro_batches_train_like_one_batch_a_step(
+def test_token_budget_and_packed_micro_batches_train_like_one_batch_a_step(
     small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path,
 ) -> None:
-    """The same steps (8 rows each) as one forward pass, or as one pair a forward pass (a 1-token budget):
-    each micro-batch weighs its rows, so the losses are the same."""
+    """The same steps (8 rows each) as one padded forward pass, as one pair a forward pass (a 1-token
+    budget), or packed (each swap's prefix shared with its row, no padding): each micro-batch weighs its
+    rows and packing computes the same attention, so the losses are the same."""
     common = {"max_steps": 3, "global_batch_size": 8, "max_validation_rows": 8, "precision": "fp32"}
     whole = trainer.train(
         make_train_config(small_files, tmp_path / "whole", per_device_batch_size=8, **common)
     )
     split = trainer.train(make_train_config(small_files, tmp_path / "split", micro_batch_tokens=1, **common))
+    packed = trainer.train(
+        make_train_config(small_files, tmp_path / "packed", per_device_batch_size=8, pack_sequences=True,
+                          **common)
+    )  # fmt: skip
     assert [s for s, _ in split["train_loss_curve"]] == [1, 2, 3]
-    for (_, a), (_, b) in zip(whole["train_loss_curve"], split["train_loss_curve"], strict=True):
-        assert abs(a - b) < 1e-5
+    for other in (split, packed):
+        for (_, a), (_, b) in zip(whole["train_loss_curve"], other["train_loss_curve"], strict=True):
+            assert abs(a - b) < 1e-5
     assert whole["padding_fraction"] > 0 and split["padding_fraction"] == 0  # a pair's rows: one length
+    assert packed["padding_fraction"] == 0 and 0.2 < packed["shared_prefix_fraction"] < 0.5
+    assert whole["shared_prefix_fraction"] == 0
+    assert abs(packed["val_accuracy"] - whole["val_accuracy"]) < 1e-9  # validation: padded, the same model
 
 
 @pytest.mark.slow

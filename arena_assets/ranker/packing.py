@@ -1,0 +1,217 @@
+"""Packed forward passes: a micro-batch's rows end to end in one sequence, no padding, and the prefix a row
+shares with its A/B swap (system prompt, query, the first response's opening tag) computed once.
+
+    tokens, layout = pack_rows([row, swap, row2, swap2], share_pair_prefix=True)
+    head(torch.tensor([tokens]), layout)  # LetterHead: the letter logits of the four rows, in order
+
+A swap continues from the end of the shared prefix: its positions restart where the prefix ends, and its
+attention reads the prefix's keys and values (gathered a second time) and its own, never its partner's. So
+every linear layer sees the prefix once, and no position is padding.
+
+The layout reaches each attention layer as the decoder's attention mask, where `packed_attention` reads it:
+PyTorch's varlen flash kernel on a GPU, per-sequence SDPA elsewhere. A padded batch (a mask tensor) goes to
+transformers' SDPA unchanged, so one loaded model serves both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+# The attention implementation a model loads with for packed rows (registered with transformers below).
+ATTENTION_NAME = "arena_packed"
+
+
+@dataclass(frozen=True)
+class PackedLayout:
+    """Where each row of a packed sequence of T positions lies, in the forms the attention kernel reads.
+
+    An attention sequence is a row (queries: the row's own positions; keys: the same) or a swap continuing
+    a shared prefix (queries: its own positions; keys: the prefix's, then its own). Queries are the packed
+    positions in order, so the query offsets are cumulative; keys are gathered by `kv_index`.
+    """
+
+    position_ids: torch.Tensor  # [1, T] long: each token's position within its row
+    last_index: torch.Tensor  # [R] long: packed position of each row's last token, in row order
+    cu_seq_q: torch.Tensor  # [S + 1] int32: query offsets of the S attention sequences
+    cu_seq_k: torch.Tensor  # [S + 1] int32: key offsets into the gathered keys
+    kv_index: torch.Tensor  # [Tk] long: packed position of each gathered key
+    max_q: int
+    max_k: int
+    shared_tokens: int  # row tokens not recomputed (prefixes computed once for two rows)
+
+    def to(self, device: torch.device | str) -> PackedLayout:
+        """The layout with its tensors on `device`."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(self, **moved)
+
+
+def shared_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
+    """Leading tokens the two rows share, leaving each at least its last token to compute."""
+    limit = min(len(first), len(second)) - 1
+    a = np.asarray(first[:limit])
+    b = np.asarray(second[:limit])
+    differ = np.flatnonzero(a != b)
+    return int(differ[0]) if differ.size else max(limit, 0)
+
+
+def pack_rows(rows: Sequence[Sequence[int]], *, share_pair_prefix: bool) -> tuple[list[int], PackedLayout]:
+    """One packed token sequence of `rows` and its layout.
+
+    With `share_pair_prefix`, rows 2i and 2i + 1 (a row and its swap) share their common leading tokens;
+    any two rows may be paired, the prefix is whatever tokens they have in common.
+
+    Example, rows [5, 6, 7] and [5, 6, 8, 9] shared: tokens [5, 6, 7, 8, 9], positions [0, 1, 2, 2, 3];
+    queries [0, 3) and [3, 5), keys of the second gathered from positions [0, 1, 3, 4]; last tokens at 2, 4.
+    """
+    if not rows or min(len(row) for row in rows) == 0:
+        raise ValueError("pack_rows needs at least one row, and no empty row")
+    if share_pair_prefix and len(rows) % 2:
+        raise ValueError(f"share_pair_prefix packs rows in pairs, got {len(rows)} rows")
+    tokens: list[int] = []
+    positions, keys, last = [], [], []
+    query_lengths, key_lengths = [], []
+    shared = 0
+    step = 2 if share_pair_prefix else 1
+    for i in range(0, len(rows), step):
+        start = len(tokens)
+        first = rows[i]
+        tokens.extend(first)
+        own = np.arange(start, start + len(first))
+        positions.append(np.arange(len(first)))
+        keys.append(own)
+        query_lengths.append(len(first))
+        key_lengths.append(len(first))
+        last.append(start + len(first) - 1)
+        if not share_pair_prefix:
+            continue
+        second = rows[i + 1]
+        prefix = shared_prefix_length(first, second)
+        shared += prefix
+        begin = len(tokens)
+        tokens.extend(second[prefix:])
+        suffix = np.arange(begin, begin + len(second) - prefix)
+        positions.append(np.arange(prefix, len(second)))
+        keys.append(np.concatenate([own[:prefix], suffix]))
+        query_lengths.append(len(suffix))
+        key_lengths.append(len(second))
+        last.append(begin + len(suffix) - 1)
+    layout = PackedLayout(
+        position_ids=torch.from_numpy(np.concatenate(positions)).long().unsqueeze(0),
+        last_index=torch.tensor(last, dtype=torch.long),
+        cu_seq_q=torch.tensor(np.concatenate([[0], np.cumsum(query_lengths)]), dtype=torch.int32),
+        cu_seq_k=torch.tensor(np.concatenate([[0], np.cumsum(key_lengths)]), dtype=torch.int32),
+        kv_index=torch.from_numpy(np.concatenate(keys)).long(),
+        max_q=max(query_lengths),
+        max_k=max(key_lengths),
+        shared_tokens=shared,
+    )
+    return tokens, layout
+
+
+def packed_groups(lengths: Sequence[int], *, token_budget: int, pairs: bool) -> list[list[int]]:
+    """Row indices grouped longest-first into packs of at most `token_budget` row tokens (whole pairs
+    when `pairs`; a pair or row over the budget goes alone)."""
+    step = 2 if pairs else 1
+    units = [list(range(i, min(i + step, len(lengths)))) for i in range(0, len(lengths), step)]
+    units.sort(key=lambda unit: -sum(lengths[r] for r in unit))
+    groups: list[list[int]] = []
+    size = 0
+    for unit in units:
+        cost = sum(lengths[r] for r in unit)
+        if groups and size + cost <= token_budget:
+            groups[-1].extend(unit)
+            size += cost
+        else:
+            groups.append(list(unit))
+            size = cost
+    return groups
+
+
+def packed_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | PackedLayout | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention interface: [1, H, T, D] inputs -> [1, T, H, D] for a PackedLayout mask,
+    SDPA for anything else."""
+    if not isinstance(attention_mask, PackedLayout):
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    if dropout:
+        raise ValueError("packed attention has no attention dropout; set the model's attention_dropout to 0")
+    if kwargs.get("sliding_window"):
+        raise ValueError("packed attention has no sliding window; this model's config enables one")
+    layout = attention_mask
+    q = query[0].transpose(0, 1)  # [T, Hq, D]
+    k = key[0].transpose(0, 1).index_select(0, layout.kv_index)  # [Tk, Hkv, D]
+    v = value[0].transpose(0, 1).index_select(0, layout.kv_index)
+    if q.is_cuda:
+        out = _varlen_attention(q.contiguous(), k, v, layout, scaling)
+    else:
+        out = _per_sequence_attention(q, k, v, layout, scaling)
+    return out.unsqueeze(0), None
+
+
+def _varlen_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: PackedLayout, scaling: float | None
+) -> torch.Tensor:
+    """PyTorch's varlen flash kernel, causal from the end of each sequence's keys (a swap's queries are
+    the last of its keys), over the arguments of the installed release (2.10 took `is_causal`, later ones a
+    window; grouped-query heads are spread out where it lacks `enable_gqa`)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError as error:
+        raise RuntimeError(
+            f"pack_sequences on a GPU needs PyTorch 2.10 or later (torch.nn.attention.varlen); this is "
+            f"{torch.__version__}: upgrade torch or set pack_sequences to false"
+        ) from error
+    accepts = inspect.signature(varlen_attn).parameters
+    kwargs: dict[str, object] = {"window_size": (-1, 0)} if "window_size" in accepts else {"is_causal": True}
+    if "enable_gqa" in accepts:
+        kwargs["enable_gqa"] = True
+    elif q.shape[1] != k.shape[1]:
+        k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
+    return varlen_attn(q, k, v, layout.cu_seq_q, layout.cu_seq_k, layout.max_q, layout.max_k, scale=scaling,
+                       **kwargs)  # fmt: skip
+
+
+def _per_sequence_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: PackedLayout, scaling: float | None
+) -> torch.Tensor:
+    """What the varlen kernel computes, one attention sequence at a time with SDPA (on the CPU)."""
+    q_offsets, k_offsets = layout.cu_seq_q.tolist(), layout.cu_seq_k.tolist()
+    outputs = []
+    for s in range(len(q_offsets) - 1):
+        qs = q[q_offsets[s] : q_offsets[s + 1]].transpose(0, 1)  # [Hq, Lq, D]
+        ks = k[k_offsets[s] : k_offsets[s + 1]].transpose(0, 1)
+        vs = v[k_offsets[s] : k_offsets[s + 1]].transpose(0, 1)
+        mask = causal_lower_right(qs.shape[1], ks.shape[1])
+        out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scaling, enable_gqa=True)
+        outputs.append(out.transpose(0, 1))
+    return torch.cat(outputs)
+
+
+AttentionInterface.register(ATTENTION_NAME, packed_attention)
+# Padded batches build the mask SDPA takes; packed ones pass their layout in place of a mask.
+AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
