@@ -44,9 +44,9 @@ def resolve_attention(requested: str, device: torch.device, *, packed: bool = Fa
                 f"pack_sequences brings its own attention (varlen flash; SDPA for padded batches); "
                 f"attn_implementation {requested!r} does not combine with it: set it to auto"
             )
-        from arena_assets.ranker.packing import ATTENTION_NAME  # registers it with transformers
+        from arena_assets.ranker.packing import attention_implementation
 
-        return ATTENTION_NAME
+        return attention_implementation()
     if requested != "auto":
         return requested
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:

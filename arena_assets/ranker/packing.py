@@ -24,12 +24,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-# The attention implementation a model loads with for packed rows (registered with transformers below).
+# The attention implementation a model loads with for packed rows (`attention_implementation` registers it).
 ATTENTION_NAME = "arena_packed"
+
+
+def attention_implementation() -> str:
+    """The name to load a model with for packed rows, registered with transformers (again is harmless).
+
+    Padded batches build the mask SDPA takes; packed ones pass their layout in place of a mask.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, packed_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+    return ATTENTION_NAME
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,8 @@ def packed_attention(
     """transformers' attention interface: [1, H, T, D] inputs -> [1, T, H, D] for a PackedLayout mask,
     SDPA for anything else."""
     if not isinstance(attention_mask, PackedLayout):
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
@@ -210,8 +222,3 @@ def _per_sequence_attention(
         out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scaling, enable_gqa=True)
         outputs.append(out.transpose(0, 1))
     return torch.cat(outputs)
-
-
-AttentionInterface.register(ATTENTION_NAME, packed_attention)
-# Padded batches build the mask SDPA takes; packed ones pass their layout in place of a mask.
-AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
