@@ -178,6 +178,7 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
         f"{str(adapter_dtype).removeprefix('torch.')}"
         f"{' with fp32 master weights' if adapter_dtype != torch.float32 else ''}, "
         f"recompute {recompute}/{len(layers)} layers, attention {base.config._attn_implementation}, "
+        f"rows {'packed, swaps sharing their prefix' if config.pack_sequences else 'padded'}, "
         f"liger {'on' if getattr(base, 'arena_liger', False) else 'off'}, "
         f"LoRA dropout {'recomputed' if recomputed_dropout else 'kept'}, "
         f"compiled layers {'on' if getattr(layers[0], '_compiled_call_impl', None) else 'off'}"

@@ -66,6 +66,7 @@ def test_training_changes_every_trainable_parameter(
 
 def test_token_budget_and_packed_micro_batches_train_like_one_batch_a_step(
     small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The same steps (8 rows each) as one padded forward pass, as one pair a forward pass (a 1-token
     budget), or packed (each swap's prefix shared with its row, no padding): each micro-batch weighs its
@@ -75,10 +76,12 @@ def test_token_budget_and_packed_micro_batches_train_like_one_batch_a_step(
         make_train_config(small_files, tmp_path / "whole", per_device_batch_size=8, **common)
     )
     split = trainer.train(make_train_config(small_files, tmp_path / "split", micro_batch_tokens=1, **common))
+    capsys.readouterr()
     packed = trainer.train(
         make_train_config(small_files, tmp_path / "packed", per_device_batch_size=8, pack_sequences=True,
                           **common)
     )  # fmt: skip
+    assert "rows packed, swaps sharing their prefix" in capsys.readouterr().out  # the fast-path log line
     assert [s for s, _ in split["train_loss_curve"]] == [1, 2, 3]
     for other in (split, packed):
         for (_, a), (_, b) in zip(whole["train_loss_curve"], other["train_loss_curve"], strict=True):
