@@ -208,14 +208,15 @@ def random_checkpoint(work: Path, shape_dir: Path) -> Path:
 
 
 def loss_curves(work: Path, shape_dir: Path, data: Path, *, steps: int) -> dict:
-    """The straightforward and the fast trainer over the same `steps` steps of one swap pair at the
-    recipe's learning rates, each beside the straightforward recipe in fp32 from the same bf16 weights.
+    """The straightforward and the fast trainer (packed rows) over the same `steps` steps of one swap pair
+    at the recipe's learning rates, each beside the straightforward recipe in fp32 from the same bf16
+    weights.
 
     bf16 cannot be held to a fixed tolerance here: on random 14B weights the loss of one pair swings from
     0.07 to 2.7 between steps, and rounding differences grow over the updates. So the fp32 run is the
     reference, and the fast path passes when it strays from it at most LOSS_CURVE_SLACK times as far as the
-    straightforward bf16 recipe does. The kernels are held equal (liger off): swapping the elementwise
-    kernels alone moved the first step's loss by 0.1 on these weights; liger's own numerics are checked on
+    straightforward bf16 recipe does. The elementwise kernels are held equal (liger off): swapping them
+    alone moved the first step's loss by 0.1 on these weights; liger's own numerics are checked on
     the tiny model (`test_liger_kernels_keep_loss_and_grads`, on a GPU)."""
     backbone = random_checkpoint(work, shape_dir)
     curves: dict[str, list[float]] = {}
