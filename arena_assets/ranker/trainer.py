@@ -261,11 +261,10 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
     # unequal rows, as with one process.
     step_rows = sum(len(rows) for rows in step_batches) / accelerator.num_processes
     step_loss = torch.zeros((), device=accelerator.device)
-    step_tokens = 0
+    row_tokens_before = run.state.row_tokens
     for index, rows in enumerate(mine):
         features = [feature(run.encoded.input_ids[r], run.targets[r], config.label) for r in rows]
         inputs, targets = micro_batch(run, features)
-        targets = {k: v.to(accelerator.device) for k, v in targets.items()}
         # Gradients are all-reduced once per optimizer step, on the last micro-batch.
         sync = index == len(mine) - 1
         with gradient_sync(run.head, sync):
@@ -276,7 +275,6 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
                 loss = soft_label_loss(logits, targets["teacher_logits"], temperature=config.temperature)
             accelerator.backward(loss * len(rows) / step_rows)
         step_loss += loss.detach() * len(rows) / step_rows
-        step_tokens += sum(int(lengths[r]) for r in rows)
     if run.masters is not None:
         run.masters.grads_to_master()
         grad_norm = run.masters.clip_grad_norm_(config.max_grad_norm)
@@ -287,25 +285,28 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
     run.optimizer.zero_grad(set_to_none=True)
     if run.masters is not None:
         run.masters.master_to_model()
-    return step_loss, step_tokens, grad_norm
+    return step_loss, run.state.row_tokens - row_tokens_before, grad_norm
 
 
 def micro_batch(run: Run, features: list[dict[str, Any]]) -> tuple[tuple[Any, Any], dict[str, torch.Tensor]]:
-    """A forward pass's inputs on the device (padded rows and their mask, or packed rows and their
-    layout) and its targets; counts its positions in the run's state."""
+    """A forward pass's inputs (padded rows and their mask, or packed rows and their layout) and its
+    targets, on the device; counts its row tokens and positions in the run's state."""
     state, device = run.state, run.accelerator.device
     ids = [f["input_ids"] for f in features]
-    state.row_tokens += sum(len(row) for row in ids)
+    row_tokens = sum(len(row) for row in ids)
+    state.row_tokens += row_tokens
     if run.config.pack_sequences:
         tokens, layout = pack_rows(ids, share_pair_prefix=True)
         state.tokens_processed += len(tokens)
         state.shared_tokens += layout.shared_tokens
-        return (torch.tensor([tokens], device=device), layout.to(device)), collate_targets(features)
-    batch = collate_rows(features, pad_token_id=run.tokenizer.pad_token_id)
-    state.tokens_processed += batch["input_ids"].numel()
-    state.padded_tokens += batch["input_ids"].numel() - sum(len(row) for row in ids)
-    inputs = (batch.pop("input_ids").to(device), batch.pop("attention_mask").to(device))
-    return inputs, batch
+        inputs, targets = (torch.tensor([tokens]), layout), collate_targets(features)
+    else:
+        batch = collate_rows(features, pad_token_id=run.tokenizer.pad_token_id)
+        state.tokens_processed += batch["input_ids"].numel()
+        state.padded_tokens += batch["input_ids"].numel() - row_tokens
+        inputs = (batch.pop("input_ids"), batch.pop("attention_mask"))
+        targets = batch
+    return tuple(x.to(device) for x in inputs), {k: v.to(device) for k, v in targets.items()}
 
 
 def checkpoint_due(run: Run, last_checkpoint: float) -> bool:
