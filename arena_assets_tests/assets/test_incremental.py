@@ -111,37 +111,42 @@ def test_a_new_open_model_file_rebuilds_only_what_it_changed_and_equals_a_clean_
         target=_clean_build, args=(demo_project, clean_raw, tmp_path / "clean")
     )
     clean_build.start()
-    incremental = _resources(demo_project, raw_dir, tmp_path / "incremental")
-    with dg.instance_for_test() as instance:
-        assert _observe(instance, incremental) == 5
-        _materialize(incremental, instance)
-        baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # the sensor's tick so far
-        assert not baseline.total_requested
+    try:
+        incremental = _resources(demo_project, raw_dir, tmp_path / "incremental")
+        with dg.instance_for_test() as instance:
+            assert _observe(instance, incremental) == 5
+            _materialize(incremental, instance)
+            # The sensor's tick so far.
+            baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+            assert not baseline.total_requested
 
-        _add_v4(raw_dir)
-        assert _observe(instance, incremental) == 1  # only the open-model pairs changed
-        cursor, rebuilt, deadline = baseline.cursor, set(), time.monotonic() + REBUILD_SECONDS
-        while True:  # what the automation sensor does, tick after tick, until nothing is stale
-            tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-            cursor = tick.cursor
-            keys = defs.resolve_asset_graph().materializable_asset_keys
-            requested = {k.to_user_string() for k in keys if tick.get_num_requested(k)}
-            if not requested:
-                break
-            _materialize(incremental, instance, requested)
-            rebuilt |= requested
-            assert time.monotonic() < deadline, f"still rebuilding after {REBUILD_SECONDS} s: {rebuilt}"
-        assert rebuilt == REBUILT
-        assert _built(instance, "stage1_adapter") == _built(instance, "merged_stage1_model") == 1
-        # Another tick for the same change, and a touched file with the same content: nothing.
-        (raw_dir / "open_model_pairs/v4.parquet").touch()
-        assert _observe(instance, incremental) == 0
-        assert not dg.evaluate_automation_conditions(
-            defs=defs, instance=instance, cursor=cursor
-        ).total_requested
+            _add_v4(raw_dir)
+            assert _observe(instance, incremental) == 1  # only the open-model pairs changed
+            cursor, rebuilt, deadline = baseline.cursor, set(), time.monotonic() + REBUILD_SECONDS
+            while True:  # what the automation sensor does, tick after tick, until nothing is stale
+                tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+                cursor = tick.cursor
+                keys = defs.resolve_asset_graph().materializable_asset_keys
+                requested = {k.to_user_string() for k in keys if tick.get_num_requested(k)}
+                if not requested:
+                    break
+                _materialize(incremental, instance, requested)
+                rebuilt |= requested
+                assert time.monotonic() < deadline, f"still rebuilding after {REBUILD_SECONDS} s: {rebuilt}"
+            assert rebuilt == REBUILT
+            assert _built(instance, "stage1_adapter") == _built(instance, "merged_stage1_model") == 1
+            # Another tick for the same change, and a touched file with the same content: nothing.
+            (raw_dir / "open_model_pairs/v4.parquet").touch()
+            assert _observe(instance, incremental) == 0
+            assert not dg.evaluate_automation_conditions(
+                defs=defs, instance=instance, cursor=cursor
+            ).total_requested
 
-    clean_build.join(timeout=600)
-    assert clean_build.exitcode == 0, f"the clean build failed (exit code {clean_build.exitcode})"
+        clean_build.join(timeout=600)
+        assert clean_build.exitcode == 0, f"the clean build failed (exit code {clean_build.exitcode})"
+    finally:
+        if clean_build.is_alive():  # the test failed before the clean build ended
+            clean_build.kill()
     clean = _resources(demo_project, clean_raw, tmp_path / "clean")
     settings = {
         name: r["settings"].settings() for name, r in (("incremental", incremental), ("clean", clean))
