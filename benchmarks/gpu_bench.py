@@ -1,4 +1,4 @@
-"""Time the ranker's trainer and scorer on one GPU: the straightforward recipe beside the fast paths.
+"""Time the ranker's trainer and scorer on a GPU: the straightforward recipe beside the fast paths.
 
     PYTHONPATH=. python benchmarks/gpu_bench.py --out $OUT [--only train_2048_plain,...] [--real .e2e]
 
@@ -11,7 +11,9 @@ the entry point's metrics (`train_tokens_per_second` or `scoring_tokens_per_seco
 `padding_fraction`), and `loss_2048`: the straightforward and the fast (packed) trainer over the same 50
 steps, each against the straightforward recipe in fp32 from the same weights. On an H200 a 2-row variant
 takes about 25 s, a 16-row one 60-90 s, the bf16 loss curves 2.5 min and the fp32 one about 6 min; --only
-picks the variants of one run.
+picks the variants of one run. With several GPUs visible, the variants and the loss check's three curves
+run side by side, one child process per GPU (each variant still on one GPU). `*_profiled` variants record
+two steps with torch.profiler and print where the device time went.
 
 The 14B shape is a config.json plus a tokenizer; the trainer and scorer build it with random weights on the
 GPU (`random_init`), so no download is needed. Equal-length rows fill max_length exactly; the `*_real`
@@ -24,10 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,6 +61,7 @@ PLAIN = {
     "gradient_checkpointing": 1.0,
     "use_liger": "off",
     "recompute_lora_dropout": False,
+    "lora_update_in_matmul": False,
 }
 FAST = {"adapter_compute_dtype": True, "gradient_checkpointing": 0.0, "use_liger": "auto"}
 PACKED = {**FAST, "pack_sequences": True}
@@ -71,6 +78,9 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_2048_fast": ("train", 2048, FAST),
     "train_2048_fast_kept_dropout": ("train", 2048, {**FAST, "recompute_lora_dropout": False}),
     "train_2048_fast_no_dropout": ("train", 2048, {**FAST, "lora_dropout": 0.0}),  # what dropout costs
+    "train_2048_fast_peft_update": ("train", 2048, {**FAST, "lora_update_in_matmul": False}),
+    # Steps 3 and 4 recorded with torch.profiler (ranker/profiling.py): time per step by kind of work.
+    "train_2048_fast_profiled": ("train", 2048, {**FAST, "profile_steps": 2}),
     "train_2048_fast_quarter": ("train", 2048, {**FAST, "gradient_checkpointing": 0.25}),
     "train_2048_fast_compiled": ("train", 2048, {**FAST, "compile_layers": True}),
     "train_2048_fast_compiled_noliger": ("train", 2048, {**FAST, "compile_layers": True, "use_liger": "off"}),
@@ -207,10 +217,30 @@ def random_checkpoint(work: Path, shape_dir: Path) -> Path:
     return directory
 
 
-def loss_curves(work: Path, shape_dir: Path, data: Path, *, steps: int) -> dict:
-    """The straightforward and the fast trainer (packed rows) over the same `steps` steps of one swap pair
-    at the recipe's learning rates, each beside the straightforward recipe in fp32 from the same bf16
-    weights.
+LOSS_RUNS = {
+    "plain": PLAIN,
+    "fast": {**PACKED, "use_liger": "off"},
+    # Recompute replays the same operations (exact, CPU tests); fp32 with the straightforward recipe's full
+    # recompute fits one GPU (a quarter recomputed did not: 139 GiB).
+    "fp32": {**PLAIN, "precision": "fp32"},
+}
+
+
+def loss_curve(work: Path, backbone: Path, data: Path, name: str, *, steps: int) -> dict:
+    """One of the loss check's runs (LOSS_RUNS) over `steps` steps of one swap pair at the recipe's
+    learning rates; an earlier call's finished curve in --work is reused."""
+    config = {"backbone": str(backbone), "output_dir": str(work / f"loss_{name}"), "train_path": str(data),
+              "max_length": 2048, "per_device_batch_size": 2, "global_batch_size": 2, "max_steps": steps,
+              "resume": False, "precision": "bf16", "log_every_steps": 10, **LOSS_RUNS[name]}  # fmt: skip
+    finished = work / f"loss_{name}" / "metrics.json"
+    if finished.is_file():
+        return json.loads(finished.read_text())
+    return run_entry("arena_assets.ranker.trainer", config, work, f"loss_{name}", keep_curve=True)
+
+
+def compare_loss_curves(runs: dict[str, dict], steps: int) -> dict:
+    """The straightforward and the fast trainer (packed rows), each beside the straightforward recipe in
+    fp32 from the same bf16 weights (`random_checkpoint`).
 
     bf16 cannot be held to a fixed tolerance here: on random 14B weights the loss of one pair swings from
     0.07 to 2.7 between steps, and rounding differences grow over the updates. So the fp32 run is the
@@ -218,33 +248,49 @@ def loss_curves(work: Path, shape_dir: Path, data: Path, *, steps: int) -> dict:
     straightforward bf16 recipe does. The elementwise kernels are held equal (liger off): swapping them
     alone moved the first step's loss by 0.1 on these weights; liger's own numerics are checked on
     the tiny model (`test_liger_kernels_keep_loss_and_grads`, on a GPU)."""
-    backbone = random_checkpoint(work, shape_dir)
-    curves: dict[str, list[float]] = {}
-    # Recompute replays the same operations and the recomputed dropout draws peft's masks (both exact, CPU
-    # tests), so the reference keeps most layers' activations (fp32 matmuls run at a tenth of bf16's rate).
-    fp32 = {**PLAIN, "precision": "fp32"}
-    runs = (("plain", PLAIN), ("fast", {**PACKED, "use_liger": "off"}), ("fp32", fp32))
-    for name, extra in runs:
-        config = {"backbone": str(backbone), "output_dir": str(work / f"loss_{name}"),
-                  "train_path": str(data), "max_length": 2048, "per_device_batch_size": 2,
-                  "global_batch_size": 2, "max_steps": steps, "resume": False, "precision": "bf16",
-                  "log_every_steps": 10, **extra}  # fmt: skip
-        finished = work / f"loss_{name}" / "metrics.json"  # an earlier call's curve (--work kept)
-        if finished.is_file():
-            result = json.loads(finished.read_text())
-        else:
-            result = run_entry("arena_assets.ranker.trainer", config, work, f"loss_{name}", keep_curve=True)
-        if "error" in result:
-            return {**{f"curve_{k}": v for k, v in curves.items()}, name: result}
-        curves[name] = [loss for _, loss in result["train_loss_curve"]]
-    reference = np.array(curves["fp32"])
-    off = {k: np.abs(np.array(curves[k]) - reference) for k in ("plain", "fast")}
+    failed = {name: run for name, run in runs.items() if "error" in run}
+    if failed:
+        return failed
+    curves = {name: np.array([loss for _, loss in run["train_loss_curve"]]) for name, run in runs.items()}
+    off = {k: np.abs(curves[k] - curves["fp32"]) for k in ("plain", "fast")}
     summary = {f"{k}_vs_fp32_{s}": float(getattr(v, s)()) for k, v in off.items() for s in ("mean", "max")}
     within = all(summary[f"fast_vs_fp32_{s}"] <= LOSS_CURVE_SLACK * summary[f"plain_vs_fp32_{s}"]
                  for s in ("mean", "max"))  # fmt: skip
-    return {**{f"curve_{k}": v for k, v in curves.items()}, "steps": steps, **summary,
-            "max_abs_diff": float(np.abs(np.array(curves["plain"]) - np.array(curves["fast"])).max()),
-            "slack": LOSS_CURVE_SLACK, "within_tolerance": within}  # fmt: skip
+    return {**{f"curve_{k}": v.tolist() for k, v in curves.items()}, "steps": steps, **summary,
+            "max_abs_diff": float(np.abs(curves["plain"] - curves["fast"]).max()),
+            "slack": LOSS_CURVE_SLACK, "within_tolerance": within,
+            "walls": {k: run.get("wall") for k, run in runs.items()}}  # fmt: skip
+
+
+class GpuSlots:
+    """Child processes run one per visible GPU at a time: `run_entry` pins a job to the GPU its thread
+    holds, so on a machine of several GPUs the variants (and the loss check's curves) run side by side."""
+
+    def __init__(self) -> None:
+        self.free: queue.Queue[int] = queue.Queue()
+        self.held = threading.local()
+        self.count = 0
+
+    def open(self, count: int) -> None:
+        for index in range(self.count, self.count + count):
+            self.free.put(index)
+        self.count += count
+
+    def run(self, job: Any, *args: Any, **kwargs: Any) -> Any:
+        index = self.free.get()
+        self.held.gpu = index
+        try:
+            return job(*args, **kwargs)
+        finally:
+            self.held.gpu = None
+            self.free.put(index)
+
+    def env(self) -> dict[str, str]:
+        gpu = getattr(self.held, "gpu", None)
+        return {} if gpu is None else {"CUDA_VISIBLE_DEVICES": str(gpu)}
+
+
+SLOTS = GpuSlots()
 
 
 def run_entry(module: str, config: dict, work: Path, name: str, *, keep_curve: bool = False) -> dict:
@@ -257,7 +303,8 @@ def run_entry(module: str, config: dict, work: Path, name: str, *, keep_curve: b
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+             **SLOTS.env()},
     )
     wall = time.perf_counter() - start
     (work / f"{name}.log").write_text(proc.stdout + proc.stderr)
@@ -275,7 +322,7 @@ def train_variant(
     are 6P with every layer recomputed, 4P with none."""
     config = {
         "backbone": str(backbone),
-        "output_dir": str(work / "adapter"),
+        "output_dir": str(work / f"adapter_{name}"),
         "train_path": str(data),
         "max_length": max_length,
         "per_device_batch_size": 2,
@@ -287,10 +334,25 @@ def train_variant(
         "log_every_steps": 1,
         **extra,
     }
+    if "profile_steps" in extra:
+        config["profile_dir"] = str(work / f"profile_{name}")
     result = run_entry("arena_assets.ranker.trainer", config, work, name)
+    if "profile_steps" in extra and "error" not in result:
+        result["profile_top"] = top_of_profile(Path(config["profile_dir"]) / "ops.json")
     return {
         **result,
         "flops_per_token": (4.0 + 2.0 * extra["gradient_checkpointing"]) * NON_EMBEDDING_PARAMS_14B,
+    }
+
+
+def top_of_profile(ops_path: Path, count: int = 15) -> dict:
+    """The kernels and the operators (with input shapes) that took the most device time, in ms."""
+    recorded = json.loads(ops_path.read_text())
+    kernels = sorted(recorded["kernels"], key=lambda k: -k["us"])[:count]
+    ops = sorted(recorded["ops"], key=lambda o: -o["self_us"])[:count]
+    return {
+        "kernels": [[k["name"][:90], round(k["us"] / 1e3, 2), k["count"]] for k in kernels],
+        "ops": [[o["name"], o["shapes"][:3], round(o["self_us"] / 1e3, 2), o["count"]] for o in ops],
     }
 
 
@@ -341,8 +403,8 @@ def main() -> None:
     long_score = long_pairs(work, 64, swaps=False)
 
     def run(name: str) -> dict:
-        if name == "loss_2048":
-            return loss_curves(work, qwen, long_pairs(work, 100, swaps=True), steps=args.loss_steps)
+        if name.startswith("loss_2048:"):
+            return loss_curve(work, backbone, loss_rows, name.split(":")[1], steps=args.loss_steps)
         kind, length, extra = VARIANTS[name]
         if length == "real":  # rows of the real length distribution, with the tokenizer they were made for
             if not (args.real / "tokenizer").is_dir():
@@ -362,10 +424,25 @@ def main() -> None:
     unknown = sorted(set(chosen) - {*VARIANTS, "loss_2048"})
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {[*VARIANTS, 'loss_2048']}")
-    for name in chosen:
-        print(f"== {name}", flush=True)
-        results[name] = run(name)
-        print(json.dumps(results[name])[:600], flush=True)
+    jobs = [v for v in chosen if v != "loss_2048"]
+    if "loss_2048" in chosen:
+        backbone = random_checkpoint(work, qwen)  # before the jobs: every curve starts from it
+        loss_rows = long_pairs(work, 100, swaps=True)
+        torch.cuda.empty_cache()
+        jobs = [f"loss_2048:{k}" for k in LOSS_RUNS] + jobs  # the fp32 curve, the longest job, first
+    SLOTS.open(torch.cuda.device_count())
+    print(f"{len(jobs)} jobs on {SLOTS.count} GPU(s)", flush=True)
+    with ThreadPoolExecutor(max_workers=SLOTS.count) as pool:
+        futures = {job: pool.submit(SLOTS.run, run, job) for job in jobs}
+        for job, future in futures.items():
+            finished = future.result()
+            print(f"== {job}\n{json.dumps(finished)[:600]}", flush=True)
+            if not job.startswith("loss_2048:"):
+                results[job] = finished
+            (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    if "loss_2048" in chosen:
+        results["loss_2048"] = compare_loss_curves({k: futures[f"loss_2048:{k}"].result() for k in LOSS_RUNS},
+                                                   args.loss_steps)  # fmt: skip
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
     # One file for every run's log tail: the device tool brings back at most 8 files.
     tails = [f"===== {log.stem}\n{log.read_text()[-8000:]}" for log in sorted(work.glob("*.log"))]
@@ -400,6 +477,16 @@ def print_table(results: dict, chosen: list[str], peak: float) -> None:
         ratio = f"{rate / base_rate:.2f}x" if base_rate else ""
         print(f"{name:<{width}}{rate:>10.0f}{share:>7}{r.get('peak_memory_gb', 0):>9.1f}"
               f"{r.get('padding_fraction', 0.0):>9.3f}{ratio:>10}")  # fmt: skip
+    for name in chosen:  # where a profiled step's time went (its rate above includes the profiler's cost)
+        r = results[name]
+        by_kind = {k.removeprefix("profile_").removesuffix("_ms_per_step"): v for k, v in r.items()
+                   if k.startswith("profile_") and k.endswith("_ms_per_step")}  # fmt: skip
+        if by_kind:
+            total = sum(by_kind.values())
+            print(f"\n{name}: {total:.1f} ms of device time a step: " + ", ".join(
+                f"{k} {v:.1f} ({v / total:.0%})" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])))
+            for kernel, ms, count in r["profile_top"]["kernels"][:10]:
+                print(f"  {ms:>9.1f} ms {count:>6}x  {kernel}")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,9 @@ class TrainConfig:
     # LoRA dropout keeps each adapter's input for backward and draws its mask again there, instead of a
     # dropped copy and a mask per projection (ranker/lora_dropout.py): the same numbers, less memory.
     recompute_lora_dropout: bool = True
+    # lora_B's matmul adds the scaled update to the projection's output in its epilogue (torch.addmm) instead
+    # of peft's product, scaled copy and sum (ranker/lora_output.py): less memory traffic, one rounding.
+    lora_update_in_matmul: bool = True
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     # torch.compile each decoder layer (one compiled graph serves all of them): fuses the elementwise work
     # around the matmuls, LoRA's included. The first steps pay the compilation (tens of seconds).
@@ -83,6 +86,10 @@ class TrainConfig:
     max_validation_rows: int = 0  # 0: all
     resume: bool = True  # continue from the last checkpoint in output_dir's work directory
     log_every_steps: int = 10
+    # set: after two steps, record profile_steps optimizer steps with torch.profiler into this directory
+    # (a trace, each operator's time, and the time per step by kind of work; ranker/profiling.py)
+    profile_dir: str = ""
+    profile_steps: int = 2
     wandb: bool = False
     wandb_project: str = "arena-assets"
     wandb_mode: Literal["online", "offline"] = "online"
@@ -113,6 +120,7 @@ class TrainConfig:
         _require(self.epochs >= 0, "epochs must not be negative")
         _require(self.temperature > 0, "temperature must be positive")
         _require(self.checkpoint_every_minutes >= 0, "checkpoint_every_minutes must not be negative")
+        _require(self.profile_steps > 0, "profile_steps must be positive (profile_dir empty: no profile)")
 
     def accumulation_steps(self, num_processes: int) -> int:
         """Micro-batches per optimizer step on each process."""

@@ -173,6 +173,9 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
     adapter_dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" in n)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     recomputed_dropout = any(isinstance(m, DropoutLinear) for m in model.modules())
+    from arena_assets.ranker.lora_output import AddmmLoraLinear  # peft: a training process's import
+
+    update_in_matmul = any(isinstance(m, AddmmLoraLinear) for m in model.modules())
     return (
         f"fast paths: compute {str(dtype).removeprefix('torch.')}, adapters in "
         f"{str(adapter_dtype).removeprefix('torch.')}"
@@ -181,6 +184,7 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
         f"rows {'packed, swaps sharing their prefix' if config.pack_sequences else 'padded'}, "
         f"liger {'on' if getattr(base, 'arena_liger', False) else 'off'}, "
         f"LoRA dropout {'recomputed' if recomputed_dropout else 'kept'}, "
+        f"LoRA update {'in the matmul' if update_in_matmul else 'added after it'}, "
         f"compiled layers {'on' if getattr(layers[0], '_compiled_call_impl', None) else 'off'}"
     )
 
@@ -252,6 +256,8 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.d
     # Imported here: the predictor, which must run in a plain notebook image, never needs peft.
     from peft import LoraConfig, get_peft_model
 
+    from arena_assets.ranker.lora_output import add_lora_in_matmul
+
     dtype = resolve_dtype(config.precision, device, training=True)
     model = load_backbone(
         config.backbone,
@@ -276,6 +282,8 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.d
     peft_model = get_peft_model(model, lora, autocast_adapter_dtype=not config.adapter_compute_dtype)
     if config.recompute_lora_dropout:
         recompute_lora_dropout(peft_model)
+    if config.lora_update_in_matmul:
+        add_lora_in_matmul(peft_model)
     apply_gradient_checkpointing(peft_model, config.gradient_checkpointing)
     if config.compile_layers:
         # Regional compilation: the layers share their code, so dynamo compiles one graph (per input shape

@@ -58,6 +58,7 @@ from arena_assets.ranker.modeling import (
 from arena_assets.ranker.packing import pack_rows
 from arena_assets.ranker.pipes import Reporter, md, path_value, pipes_reporter, url_value
 from arena_assets.ranker.plots import loss_curve_markdown
+from arena_assets.ranker.profiling import StepProfiler
 from arena_assets.ranker.prompt import PromptTemplate, load_tokenizer
 from arena_assets.ranker.sharding import full_trainable_state, gradient_sync, is_sharded, shard_letter_head
 
@@ -102,6 +103,7 @@ class Run:
     work_dir: Path
     state: TrainState = field(default_factory=TrainState)
     wandb_run: Any = None
+    profile_summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_main(self) -> bool:
@@ -200,50 +202,58 @@ def fit(run: Run) -> None:
     run.head.train()
     first_step = state.step
     last_checkpoint = time.monotonic()
-    while state.step < run.total_steps:
-        step_start = time.perf_counter()
-        step_loss, step_tokens, grad_norm = train_step(run, run.steps[state.step])
-        state.step += 1
-        step_seconds = time.perf_counter() - step_start
-        state.train_seconds += step_seconds
-        if state.step > first_step + 1:
-            state.timed_tokens += step_tokens
-            state.timed_seconds += step_seconds
-        mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
-        state.loss_curve.append((state.step, round(mean_loss, 6)))
-        progress.update(1)
-        if state.step % config.log_every_steps == 0 or state.step == run.total_steps:
-            lr = run.scheduler.get_last_lr()[-1]
-            run.reporter.info(
-                f"step {state.step}/{run.total_steps} loss {mean_loss:.4f} "
-                f"grad_norm {grad_norm:.3f} lr {lr:.2e}"
-            )
-            if run.wandb_run is not None:
-                run.wandb_run.log(
-                    {"train/loss": mean_loss, "train/grad_norm": grad_norm, "train/lr": lr}, step=state.step
-                )
-        if (
-            config.eval_every_steps
-            and state.step % config.eval_every_steps == 0
-            and run.validation is not None
-        ):
-            log_scores(run, evaluate(run))
-        if checkpoint_due(run, last_checkpoint):
-            checkpointing.save(
-                run.work_dir,
-                step=state.step,
-                model=run.model,
-                masters=run.masters,
-                optimizer=run.optimizer,
-                scheduler=run.scheduler,
-                state=dataclasses.asdict(state),
-                process_index=accelerator.process_index,
-                is_main_process=run.is_main,
-                barrier=accelerator.wait_for_everyone,
-                sharded=is_sharded(run.head),
-            )
-            last_checkpoint = time.monotonic()
+    # Rank 0 alone profiles: the ranks run the same kernels, and one directory holds one trace.
+    profile_dir = config.profile_dir if run.is_main else ""
+    with StepProfiler(profile_dir, steps=config.profile_steps, lora_r=config.lora_r) as profiler:
+        while state.step < run.total_steps:
+            step_start = time.perf_counter()
+            step_loss, step_tokens, grad_norm = train_step(run, run.steps[state.step])
+            state.step += 1
+            step_seconds = time.perf_counter() - step_start
+            profiler.step()
+            state.train_seconds += step_seconds
+            if state.step > first_step + 1:
+                state.timed_tokens += step_tokens
+                state.timed_seconds += step_seconds
+            mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
+            state.loss_curve.append((state.step, round(mean_loss, 6)))
+            progress.update(1)
+            if state.step % config.log_every_steps == 0 or state.step == run.total_steps:
+                log_step(run, mean_loss, grad_norm)
+            eval_due = config.eval_every_steps and state.step % config.eval_every_steps == 0
+            if eval_due and run.validation is not None:
+                log_scores(run, evaluate(run))
+            if checkpoint_due(run, last_checkpoint):
+                save_checkpoint(run)
+                last_checkpoint = time.monotonic()
+    run.profile_summary = profiler.summary
     progress.close()
+
+
+def log_step(run: Run, mean_loss: float, grad_norm: float) -> None:
+    lr = run.scheduler.get_last_lr()[-1]
+    step = run.state.step
+    run.reporter.info(
+        f"step {step}/{run.total_steps} loss {mean_loss:.4f} grad_norm {grad_norm:.3f} lr {lr:.2e}"
+    )
+    if run.wandb_run is not None:
+        run.wandb_run.log({"train/loss": mean_loss, "train/grad_norm": grad_norm, "train/lr": lr}, step=step)
+
+
+def save_checkpoint(run: Run) -> None:
+    checkpointing.save(
+        run.work_dir,
+        step=run.state.step,
+        model=run.model,
+        masters=run.masters,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        state=dataclasses.asdict(run.state),
+        process_index=run.accelerator.process_index,
+        is_main_process=run.is_main,
+        barrier=run.accelerator.wait_for_everyone,
+        sharded=is_sharded(run.head),
+    )
 
 
 def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, int, float]:
@@ -399,6 +409,7 @@ def metrics_of(run: Run, scores: dict[str, float], wall_start: float) -> dict[st
         "wall_seconds": time.perf_counter() - wall_start,
         "peak_memory_gb": peak_memory_gb(),
         **{f"train_{k}": v for k, v in run.encoded.length_report().items()},
+        **{f"profile_{k}_ms_per_step": v for k, v in run.profile_summary.get("ms_per_step", {}).items()},
     }
 
 
