@@ -429,7 +429,7 @@ def main() -> None:
         backbone = random_checkpoint(work, qwen)  # before the jobs: every curve starts from it
         loss_rows = long_pairs(work, 100, swaps=True)
         torch.cuda.empty_cache()
-        jobs = [f"loss_2048:{k}" for k in LOSS_RUNS] + jobs  # the fp32 curve, the longest job, first
+        jobs = [*(f"loss_2048:{k}" for k in ("fp32", "plain", "fast")), *jobs]  # the longest job first
     SLOTS.open(torch.cuda.device_count())
     print(f"{len(jobs)} jobs on {SLOTS.count} GPU(s)", flush=True)
     with ThreadPoolExecutor(max_workers=SLOTS.count) as pool:
