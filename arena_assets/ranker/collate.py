@@ -245,3 +245,13 @@ def _epochs_of_pair_batches(
             return
         yield epoch_batches
         epoch += 1
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """`tensor` on `device`; to a GPU through pinned memory, without waiting. A copy from ordinary (pageable)
+    memory first waits until the GPU has run everything queued before it, so each batch's inputs would
+    leave the GPU idle while the CPU queues the forward pass."""
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

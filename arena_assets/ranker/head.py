@@ -7,11 +7,13 @@ per row, so it runs the decoder alone and multiplies one hidden state per row by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
 
-from arena_assets.ranker.collate import collate_rows
+from arena_assets.ranker.collate import collate_rows, to_device
 from arena_assets.ranker.packing import ATTENTION_NAME, PackedLayout, pack_rows, packed_groups
 
 
@@ -146,15 +148,15 @@ def score_sequences(
     device: torch.device,
 ) -> np.ndarray:
     """Letter logits [N, 2] (float32) for encoded sequences, in their original order."""
-    out = np.zeros((len(input_ids), 2), dtype=np.float32)
     lengths = [len(ids) for ids in input_ids]
+    batches = []
     for batch_rows in length_sorted_batches(
         lengths, token_budget=token_budget, max_batch_rows=max_batch_rows
     ):
         batch = collate_rows([{"input_ids": input_ids[i]} for i in batch_rows], pad_token_id=pad_token_id)
-        logits = head(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        out[batch_rows] = logits.float().cpu().numpy()
-    return out
+        logits = head(to_device(batch["input_ids"], device), to_device(batch["attention_mask"], device))
+        batches.append((batch_rows, logits.float()))
+    return in_row_order(len(input_ids), batches)
 
 
 @torch.no_grad()
@@ -169,12 +171,21 @@ def score_packed(
     """Letter logits [N, 2] (float32) for encoded sequences packed `token_budget` row tokens a forward pass,
     in their original order, and the row tokens the shared prefixes saved. With `pairs`, rows 2i and 2i + 1
     (a row and its swap) share a pass and their common prefix."""
-    out = np.zeros((len(input_ids), 2), dtype=np.float32)
     lengths = [len(ids) for ids in input_ids]
-    shared = 0
+    shared, batches = 0, []
     for group in packed_groups(lengths, token_budget=token_budget, pairs=pairs):
         tokens, layout = pack_rows([input_ids[i] for i in group], share_pair_prefix=pairs)
-        logits = head(torch.tensor([tokens], device=device), layout.to(device))
-        out[group] = logits.float().cpu().numpy()
+        logits = head(to_device(torch.tensor([tokens]), device), layout.to(device))
+        batches.append((group, logits.float()))
         shared += layout.shared_tokens
-    return out, shared
+    return in_row_order(len(input_ids), batches), shared
+
+
+def in_row_order(count: int, batches: list[tuple[Sequence[int], torch.Tensor]]) -> np.ndarray:
+    """[count, 2] float32 logits from (rows, logits on the device) batches. Read once at the end, so the
+    CPU prepares and queues the next batches while the GPU runs (reading a batch waits for the GPU)."""
+    out = np.zeros((count, 2), dtype=np.float32)
+    if batches:
+        rows = np.concatenate([np.asarray(rows, dtype=np.int64) for rows, _ in batches])
+        out[rows] = torch.cat([logits for _, logits in batches]).cpu().numpy()
+    return out

@@ -213,19 +213,23 @@ class MasterWeights:
         return iter(self.masters)
 
     def grads_to_master(self) -> None:
-        """Move the model's gradients onto the masters, in fp32."""
-        for master, param in zip(self.masters, self.model_params, strict=True):
-            master.grad = None if param.grad is None else local_shard(param.grad).float()
+        """Move the model's gradients onto the masters, in fp32 (one batched copy, not one per tensor)."""
+        pairs = [(m, p) for m, p in zip(self.masters, self.model_params, strict=True) if p.grad is not None]
+        for master, _ in pairs:
+            if master.grad is None:  # the optimizer's zero_grad(set_to_none) freed last step's
+                master.grad = torch.empty_like(master)
+        torch._foreach_copy_([m.grad for m, _ in pairs], [local_shard(p.grad) for _, p in pairs])
+        for param in self.model_params:
             param.grad = None
 
     def master_to_model(self) -> None:
-        """Copy the updated masters back into the model's parameters."""
+        """Copy the updated masters back into the model's parameters (one batched copy)."""
         with torch.no_grad():
-            for master, param in zip(self.masters, self.model_params, strict=True):
-                local_shard(param).copy_(master)
+            torch._foreach_copy_([local_shard(p) for p in self.model_params], self.masters)
 
-    def clip_grad_norm_(self, max_norm: float) -> float:
-        """Scale the masters' gradients to a total norm of at most `max_norm`; returns the norm before."""
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """Scale the masters' gradients to a total norm of at most `max_norm`; returns the norm before, a
+        tensor on the device (reading it waits for the GPU, so the trainer reads it only to log)."""
         grads = [m.grad for m in self.masters if m.grad is not None]
         total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
         if self.sharded:
@@ -234,7 +238,7 @@ class MasterWeights:
             torch.distributed.all_reduce(squared)
             total = squared.sqrt()
         torch.nn.utils.clip_grads_with_norm_(self.masters, max_norm, total)
-        return float(total)
+        return total
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {n: m.detach().clone() for n, m in zip(self.names, self.masters, strict=True)}

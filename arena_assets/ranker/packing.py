@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
+from arena_assets.ranker.collate import to_device
+
 # The attention implementation a model loads with for packed rows (`attention_implementation` registers it).
 ATTENTION_NAME = "arena_packed"
 
@@ -63,7 +65,7 @@ class PackedLayout:
     def to(self, device: torch.device | str) -> PackedLayout:
         """The layout with its tensors on `device`."""
         moved = {
-            f.name: getattr(self, f.name).to(device)
+            f.name: to_device(getattr(self, f.name), device)
             for f in dataclasses.fields(self)
             if isinstance(getattr(self, f.name), torch.Tensor)
         }

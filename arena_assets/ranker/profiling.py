@@ -4,8 +4,8 @@
 kernels' selection) it records `profile_steps` optimizer steps and writes to that directory:
 `trace.json.gz` (open it in Perfetto or TensorBoard), `ops.json` (every operator with its input shapes and
 self time, and every GPU kernel with its time) and `summary.json` (the time per step by kind of work:
-frozen matmuls, LoRA matmuls, attention, optimizer, copies, the rest). The summary is what the trainer's
-metrics carry as `profile_*`.
+frozen matmuls, LoRA matmuls, attention, optimizer, copies, the rest; on a GPU also the share of the steps'
+span in which it had nothing to run). The summary is what the trainer's metrics carry as `profile_*`.
 """
 
 from __future__ import annotations
@@ -43,20 +43,41 @@ def op_category(name: str, shapes: list[list[int]], lora_r: int) -> str:
     return "other"
 
 
-def summarize(ops: list[dict[str, Any]], kernels: list[dict[str, Any]], steps: int, lora_r: int) -> dict:
-    """Milliseconds per step and share of the step's device time (CPU time without a GPU) by category."""
+def busy_and_span(ranges: list[tuple[float, float]]) -> tuple[float, float]:
+    """(time covered by at least one of the ranges, time from the first start to the last end)."""
+    busy, end, first = 0.0, float("-inf"), None
+    for start, stop in sorted(ranges):
+        first = start if first is None else first
+        if start > end:
+            busy += stop - start
+        elif stop > end:
+            busy += stop - end
+        end = max(end, stop)
+    return busy, (end - first) if first is not None else 0.0
+
+
+def summarize(
+    ops: list[dict[str, Any]], kernels: list[dict[str, Any]], steps: int, lora_r: int, span_us: float = 0.0,
+    busy_us: float = 0.0,
+) -> dict:
+    """Milliseconds per step and share of the step's device time (CPU time without a GPU) by category;
+    on a GPU also how much of the recorded steps' span the GPU had nothing to run (waiting for the CPU)."""
     per_category: dict[str, float] = defaultdict(float)
     for op in ops:
         per_category[op_category(op["name"], op["shapes"], lora_r)] += op["self_us"]
     if kernels:  # on a GPU the kernels are the whole of the device's time
         per_category[UNATTRIBUTED] = max(0.0, sum(k["us"] for k in kernels) - sum(per_category.values()))
     total = sum(per_category.values()) or 1.0
-    return {
+    summary = {
         "steps": steps,
         "device": "cuda" if kernels else "cpu",
         "ms_per_step": {k: round(v / steps / 1e3, 3) for k, v in sorted(per_category.items())},
         "share": {k: round(v / total, 4) for k, v in sorted(per_category.items())},
     }
+    if span_us > 0:
+        summary["step_span_ms"] = round(span_us / steps / 1e3, 3)
+        summary["device_idle_share"] = round(1 - busy_us / span_us, 4)
+    return summary
 
 
 class StepProfiler:
@@ -98,17 +119,27 @@ class StepProfiler:
     def _write(self, prof: profile) -> None:
         assert self.directory is not None
         self.directory.mkdir(parents=True, exist_ok=True)
-        ops, kernels = [], []
+        ops = []
         for event in prof.key_averages(group_by_input_shape=True):
             if "CUDA" in str(event.device_type):
-                kernels.append({"name": event.key, "us": event.self_device_time_total, "count": event.count})
-                continue
+                continue  # the kernels, from the events below
             self_us = event.self_device_time_total if torch.cuda.is_available() else event.self_cpu_time_total
             if self_us > 0:
                 shapes = [list(s) for s in event.input_shapes if isinstance(s, list | tuple)]
                 ops.append({"name": event.key, "shapes": shapes, "self_us": self_us, "count": event.count})
+        # Kernels and copies; the profiler also puts annotations (ProfilerStep#) on the device's timeline.
+        device_events = [e for e in prof.events()
+                         if "CUDA" in str(e.device_type) and not getattr(e, "is_user_annotation", False)
+                         and not e.name.startswith("ProfilerStep")]  # fmt: skip
+        by_name: dict[str, dict[str, Any]] = {}
+        for event in device_events:
+            kernel = by_name.setdefault(event.name, {"name": event.name, "us": 0.0, "count": 0})
+            kernel["us"] += event.time_range.elapsed_us()
+            kernel["count"] += 1
+        kernels = list(by_name.values())
+        busy, span = busy_and_span([(e.time_range.start, e.time_range.end) for e in device_events])
         steps = max(self._recorded, 1)
-        self.summary = summarize(ops, kernels, steps, self.lora_r)
+        self.summary = summarize(ops, kernels, steps, self.lora_r, span_us=span, busy_us=busy)
         atomic_write_text(self.directory / "ops.json", json.dumps({"ops": ops, "kernels": kernels}))
         atomic_write_text(self.directory / "summary.json", json.dumps(self.summary, indent=2))
         trace = self.directory / "trace.json.gz"

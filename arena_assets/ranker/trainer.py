@@ -35,7 +35,7 @@ from arena_assets.ranker import checkpointing
 from arena_assets.ranker.artifacts import METRICS_NAME, atomic_directory, write_manifest
 from arena_assets.ranker.card import portable_adapter_config, write_card
 from arena_assets.ranker.cli_args import parse_config
-from arena_assets.ranker.collate import collate_rows, collate_targets, plan_steps, shard_batches
+from arena_assets.ranker.collate import collate_rows, collate_targets, plan_steps, shard_batches, to_device
 from arena_assets.ranker.config import TrainConfig, config_to_dict
 from arena_assets.ranker.data import (
     EncodedRows,
@@ -195,13 +195,19 @@ def resume(run: Run) -> None:
 
 
 def fit(run: Run) -> None:
-    """Run the optimizer steps from the current state to the last, logging and checkpointing on the way."""
-    config, accelerator, state = run.config, run.accelerator, run.state
+    """Run the optimizer steps from the current state to the last, logging and checkpointing on the way.
+
+    No step waits for the GPU: losses and the gradient norm stay on the device until a log line, an
+    evaluation or a checkpoint reads them, so the CPU prepares and queues the next step while the GPU runs
+    this one."""
+    config, state = run.config, run.state
     run.wandb_run = start_wandb(config, run.is_main)
     progress = tqdm(total=run.total_steps, initial=state.step, disable=not run.is_main, desc="train")
     run.head.train()
     first_step = state.step
     last_checkpoint = time.monotonic()
+    clock = StepClock(run.accelerator.device)
+    pending: list[tuple[int, torch.Tensor]] = []  # (step, mean loss on the device), not yet in the curve
     # Rank 0 alone profiles: the ranks run the same kernels, and one directory holds one trace.
     profile_dir = config.profile_dir if run.is_main else ""
     with StepProfiler(profile_dir, steps=config.profile_steps, lora_r=config.lora_r) as profiler:
@@ -209,25 +215,66 @@ def fit(run: Run) -> None:
             step_start = time.perf_counter()
             step_loss, step_tokens, grad_norm = train_step(run, run.steps[state.step])
             state.step += 1
-            step_seconds = time.perf_counter() - step_start
+            state.train_seconds += time.perf_counter() - step_start
             profiler.step()
-            state.train_seconds += step_seconds
-            if state.step > first_step + 1:
+            if state.step == first_step + 1:
+                clock.start()  # throughput leaves out the first step (kernel selection, allocator growth)
+            else:
                 state.timed_tokens += step_tokens
-                state.timed_seconds += step_seconds
-            mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
-            state.loss_curve.append((state.step, round(mean_loss, 6)))
+            pending.append((state.step, run.accelerator.reduce(step_loss, reduction="mean")))
             progress.update(1)
             if state.step % config.log_every_steps == 0 or state.step == run.total_steps:
-                log_step(run, mean_loss, grad_norm)
+                record_losses(state, pending)
+                log_step(run, state.loss_curve[-1][1], float(grad_norm))
             eval_due = config.eval_every_steps and state.step % config.eval_every_steps == 0
             if eval_due and run.validation is not None:
+                state.timed_seconds += clock.stop()
                 log_scores(run, evaluate(run))
+                clock.start()
             if checkpoint_due(run, last_checkpoint):
+                state.timed_seconds += clock.stop()
+                record_losses(state, pending)
                 save_checkpoint(run)
                 last_checkpoint = time.monotonic()
+                clock.start()
+    state.timed_seconds += clock.stop()
+    record_losses(state, pending)
     run.profile_summary = profiler.summary
     progress.close()
+
+
+class StepClock:
+    """Seconds of training steps, read after the GPU finished them: the CPU queues steps ahead of the
+    GPU, so a clock read without waiting would count work that has not run yet."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.started: float | None = None
+
+    def start(self) -> None:
+        self._wait_for_device()
+        self.started = time.perf_counter()
+
+    def stop(self) -> float:
+        """Seconds since `start` (0 when not started); stops the clock."""
+        if self.started is None:
+            return 0.0
+        self._wait_for_device()
+        elapsed, self.started = time.perf_counter() - self.started, None
+        return elapsed
+
+    def _wait_for_device(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def record_losses(state: TrainState, pending: list[tuple[int, torch.Tensor]]) -> None:
+    """Move the steps' losses from the device into the loss curve (one wait for the GPU for all)."""
+    if pending:
+        values = torch.stack([loss for _, loss in pending]).tolist()
+        steps = [step for step, _ in pending]
+        state.loss_curve.extend((step, round(value, 6)) for step, value in zip(steps, values, strict=True))
+        pending.clear()
 
 
 def log_step(run: Run, mean_loss: float, grad_norm: float) -> None:
@@ -256,8 +303,9 @@ def save_checkpoint(run: Run) -> None:
     )
 
 
-def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, int, float]:
-    """One optimizer step over this process's micro-batches; returns (mean loss, tokens, grad norm)."""
+def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """One optimizer step over this process's micro-batches; returns (mean loss, tokens, grad norm), the
+    loss and the norm on the device."""
     config, accelerator = run.config, run.accelerator
     lengths = run.encoded.lengths
     mine = shard_batches(
@@ -289,7 +337,7 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
         run.masters.grads_to_master()
         grad_norm = run.masters.clip_grad_norm_(config.max_grad_norm)
     else:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_([p for _, p in run.trainable], config.max_grad_norm))
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in run.trainable], config.max_grad_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -309,14 +357,15 @@ def micro_batch(run: Run, features: list[dict[str, Any]]) -> tuple[tuple[Any, An
         tokens, layout = pack_rows(ids, share_pair_prefix=True)
         state.tokens_processed += len(tokens)
         state.shared_tokens += layout.shared_tokens
-        inputs, targets = (torch.tensor([tokens]), layout), collate_targets(features)
+        inputs = (to_device(torch.tensor([tokens]), device), layout.to(device))
+        targets = collate_targets(features)
     else:
         batch = collate_rows(features, pad_token_id=run.tokenizer.pad_token_id)
         state.tokens_processed += batch["input_ids"].numel()
         state.padded_tokens += batch["input_ids"].numel() - row_tokens
-        inputs = (batch.pop("input_ids"), batch.pop("attention_mask"))
+        inputs = (to_device(batch.pop("input_ids"), device), to_device(batch.pop("attention_mask"), device))
         targets = batch
-    return tuple(x.to(device) for x in inputs), {k: v.to(device) for k, v in targets.items()}
+    return inputs, {k: to_device(v, device) for k, v in targets.items()}
 
 
 def checkpoint_due(run: Run, last_checkpoint: float) -> bool:
@@ -410,6 +459,8 @@ def metrics_of(run: Run, scores: dict[str, float], wall_start: float) -> dict[st
         "peak_memory_gb": peak_memory_gb(),
         **{f"train_{k}": v for k, v in run.encoded.length_report().items()},
         **{f"profile_{k}_ms_per_step": v for k, v in run.profile_summary.get("ms_per_step", {}).items()},
+        **{f"profile_{k}": run.profile_summary[k] for k in ("step_span_ms", "device_idle_share")
+           if k in run.profile_summary},  # fmt: skip
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from transformers.models.qwen2 import modeling_qwen2
 
 from arena_assets.assets import layout
 from arena_assets.hard_labels import build_hard_label_set
@@ -25,6 +26,17 @@ from arena_assets_tests.demo_graph import DemoRun
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL_PAIRS = 48  # swap pairs in the small training subset (96 rows)
 SMALL_VALIDATION_ROWS = 32
+# liger patches these module globals even when applied to one model instance, so on a GPU every Qwen2 model
+# built later in the process, a CPU model's too, would get its (CUDA-only) kernels.
+_QWEN2_GLOBALS = {name: getattr(modeling_qwen2, name) for name in ("apply_rotary_pos_emb", "Qwen2RMSNorm",
+                                                                    "Qwen2MLP")}
+
+
+@pytest.fixture(autouse=True)
+def transformers_own_qwen2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts from transformers' Qwen2 code; what a test's liger patched is undone after it."""
+    for name, original in _QWEN2_GLOBALS.items():
+        monkeypatch.setattr(modeling_qwen2, name, original)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import AutoTokenizer
-from transformers.models.qwen2 import modeling_qwen2
 
 from arena_assets.ranker import modeling, trainer
 from arena_assets.ranker.collate import collate_rows
@@ -29,10 +28,6 @@ LORA_PARAMS = 28  # lora_A and lora_B on 7 projections x 2 layers of the tiny ba
 # step 0.004) moved by 4e-4 and letter logits near 0.4 (bf16 step 0.002) by 6e-3 over four steps.
 BF16_LOSS_ATOL = 3e-3
 BF16_LOGIT_ATOL = 2e-2
-# liger patches these module globals even when applied to one model instance, so every Qwen2 model built
-# later in the process gets its kernels; the liger test starts from (and restores) transformers' own.
-_QWEN2_GLOBALS = {name: getattr(modeling_qwen2, name) for name in ("apply_rotary_pos_emb", "Qwen2RMSNorm",
-                                                                    "Qwen2MLP")}
 # Recompute replays the same fp32 operations on the same inputs; only summation order may differ.
 RECOMPUTE_ATOL = 1e-5
 
@@ -307,12 +302,9 @@ def test_compiled_layers_give_the_same_loss_and_grads(
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="liger-kernel's Triton kernels need CUDA")
 def test_liger_kernels_keep_loss_and_grads(
-    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
-    pytest.importorskip("liger_kernel")
-    for name, original in _QWEN2_GLOBALS.items():
-        monkeypatch.setattr(modeling_qwen2, name, original)
+    pytest.importorskip("liger_kernel")  # the conftest starts every test from transformers' Qwen2 code
 
     def run(use_liger: str) -> tuple[torch.Tensor, dict, torch.nn.Module]:
         config = make_train_config(small_files, tmp_path / "unused", precision="bf16", use_liger=use_liger,

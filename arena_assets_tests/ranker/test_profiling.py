@@ -11,7 +11,7 @@ import pytest
 
 from arena_assets.ranker import trainer
 from arena_assets.ranker.config import TrainConfig
-from arena_assets.ranker.profiling import UNATTRIBUTED, op_category, summarize
+from arena_assets.ranker.profiling import UNATTRIBUTED, busy_and_span, op_category, summarize
 from arena_assets_tests.ranker.conftest import PairFiles
 
 
@@ -48,6 +48,13 @@ def test_summary_divides_by_steps_and_counts_kernels_no_operator_launched() -> N
     assert summary["ms_per_step"] == {"lora_matmul": 1.0, "matmul": 3.0, "other": 0.5, UNATTRIBUTED: 0.5}
     assert summary["share"]["matmul"] == 0.6 and summary["device"] == "cuda"
     assert summarize(ops, [], steps=1, lora_r=4)["device"] == "cpu"  # CPU: operators' own CPU time
+    timed = summarize(ops, kernels, steps=2, lora_r=4, span_us=20_000.0, busy_us=15_000.0)
+    assert timed["step_span_ms"] == 10.0 and timed["device_idle_share"] == 0.25
+
+
+def test_busy_time_counts_overlapping_kernels_once() -> None:
+    assert busy_and_span([(0.0, 4.0), (2.0, 5.0), (8.0, 10.0), (8.5, 9.0)]) == (7.0, 10.0)
+    assert busy_and_span([]) == (0.0, 0.0)
 
 
 def test_a_profiled_run_writes_its_trace_and_reports_time_by_kind(
