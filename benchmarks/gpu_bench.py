@@ -478,7 +478,8 @@ def print_table(results: dict, chosen: list[str], peak: float) -> None:
         kind, length = name.split("_")[:2]
         base = results.get(f"{kind}_{length}_plain") or results.get(f"{kind}_2048_plain") or {}
         base_rate = base.get("train_tokens_per_second") or base.get("scoring_tokens_per_second")
-        ratio = f"{rate / base_rate:.2f}x" if base_rate else ""
+        ratio = "profiled" if "profile_steps" in VARIANTS.get(name, ("", 0, {}))[2] else (
+            f"{rate / base_rate:.2f}x" if base_rate else "")  # a profiled rate pays the profiler's cost
         print(f"{name:<{width}}{rate:>10.0f}{share:>7}{r.get('peak_memory_gb', 0):>9.1f}"
               f"{r.get('padding_fraction', 0.0):>9.3f}{ratio:>10}")  # fmt: skip
     for name in chosen:  # where a profiled step's time went (its rate above includes the profiler's cost)
