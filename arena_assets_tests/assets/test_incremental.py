@@ -20,8 +20,9 @@ import pytest
 from arena_assets.assets import layout
 from arena_assets.automation import observe_raw_files_sensor
 from arena_assets.definitions import defs
-from arena_assets.resources import AccelerateLauncher, ArenaSettingsResource
+from arena_assets.resources import ArenaSettingsResource
 from arena_assets_tests.demo_graph import graph_assets, graph_checks
+from arena_assets_tests.fixtures.preloaded_launcher import PreloadedLauncher
 
 SHORT = {"max_steps": 3, "max_validation_rows": 16, "log_every_steps": 1}
 TRAINING = ("stage1_adapter", "stage2_adapter")
@@ -54,8 +55,9 @@ def _resources(project: Path, raw_dir: Path, artifacts: Path) -> dict:
         raw_dir=str(raw_dir),
         artifact_root=str(artifacts),
     )
-    # One process a step instead of accelerate's two: the launch itself is tested elsewhere.
-    return {"settings": settings, "launcher": AccelerateLauncher(cpu=True, use_accelerate=False)}
+    # One process a step instead of accelerate's two, forked with the ranker imported: the launch itself is
+    # tested elsewhere, and 19 step processes would each spend seconds importing torch and peft.
+    return {"settings": settings, "launcher": PreloadedLauncher(cpu=True)}
 
 
 def _materialize(resources: dict, instance: dg.DagsterInstance, assets: set[str] | None = None) -> None:
@@ -103,7 +105,8 @@ def test_a_new_open_model_file_rebuilds_only_what_it_changed_and_equals_a_clean_
     raw_dir = tmp_path / "raw"
     _small_raw_copy(demo_project, raw_dir)
     # The clean build starts now, on a copy that already holds the new file, in another process: its steps
-    # are mostly child processes starting up, which the two cores run beside the incremental ones.
+    # are mostly single-threaded Python (Dagster's and the children's), which the two cores run beside the
+    # incremental ones.
     clean_raw = tmp_path / "clean-raw"
     shutil.copytree(raw_dir, clean_raw)
     _add_v4(clean_raw)
