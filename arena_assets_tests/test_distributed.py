@@ -100,6 +100,19 @@ def _launcher(hf_home: Path) -> AccelerateLauncher:
 
 
 @contextmanager
+def _on_cpus(cpus: list[int]) -> Iterator[None]:
+    """This process, and what it starts meanwhile, on `cpus` only (where the OS can pin processes)."""
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else None
+    if before is not None:
+        os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
+
+
+@contextmanager
 def _one_thread() -> Iterator[None]:
     """One thread for an in-process reference, as the ranks have on 2 cores (other counts may round apart)."""
     threads = torch.get_num_threads()
@@ -316,16 +329,22 @@ def test_two_machines_on_one_host_train_like_two_processes(ddp_run: DdpRun, dist
     config = dataclasses.replace(_train_config(dist_data, tmp_path / "run" / "adapter"), pack_sequences=True)
     config_path = save_config(config, tmp_path / "train.json")
     machine_1 = AccelerateLauncher(**fields, machine_rank=1)
+    # Each machine on half the CPUs, as two hosts have their own: on all of them, each launcher would give
+    # its rank a thread per CPU, and two ranks' threads on too few cores wait on each other (twice the time).
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    hosts = (cpus[: len(cpus) // 2], cpus[len(cpus) // 2 :]) if len(cpus) > 1 else (cpus, cpus)
     with open(tmp_path / "machine-1.log", "w") as log:
-        other = subprocess.Popen(machine_1.command(module=TRAINER, config_path=config_path), stdout=log,
-                                 env={**os.environ, **machine_1.launch_env()}, stderr=subprocess.STDOUT)
+        with _on_cpus(hosts[1]):  # machine 1 inherits them, and its launcher counts them
+            other = subprocess.Popen(machine_1.command(module=TRAINER, config_path=config_path), stdout=log,
+                                     env={**os.environ, **machine_1.launch_env()}, stderr=subprocess.STDOUT)
         try:
             instance = dg.DagsterInstance.ephemeral()
-            result = dg.materialize(
-                [ddp_adapter], resources={"launcher": AccelerateLauncher(**fields)}, instance=instance,
-                raise_on_error=False,
-                run_config={"ops": {"ddp_adapter": {"config": {"config_path": str(config_path)}}}},
-            )
+            with _on_cpus(hosts[0]):  # machine 0, launched from this process
+                result = dg.materialize(
+                    [ddp_adapter], resources={"launcher": AccelerateLauncher(**fields)}, instance=instance,
+                    raise_on_error=False,
+                    run_config={"ops": {"ddp_adapter": {"config": {"config_path": str(config_path)}}}},
+                )
             assert other.wait(timeout=300) == 0, (tmp_path / "machine-1.log").read_text()[-3000:]
         finally:
             other.kill()
