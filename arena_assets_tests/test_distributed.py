@@ -39,6 +39,7 @@ from arena_assets.ranker.trainer import plan_steps, train
 from arena_assets.readers import read_source
 from arena_assets.resources import AccelerateLauncher
 from arena_assets.settings import Settings
+from arena_assets_tests.fixtures.cpus import cpu_halves, on_cpus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs" / "accelerate"
@@ -97,19 +98,6 @@ def _launcher(hf_home: Path) -> AccelerateLauncher:
     """Two gloo ranks on a free port (tests of other sessions may hold torchrun's default 29500)."""
     env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
     return AccelerateLauncher(num_processes=2, cpu=True, main_process_port=_free_port(), env=env)
-
-
-@contextmanager
-def _on_cpus(cpus: list[int]) -> Iterator[None]:
-    """This process, and what it starts meanwhile, on `cpus` only (where the OS can pin processes)."""
-    before = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else None
-    if before is not None:
-        os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        if before is not None:
-            os.sched_setaffinity(0, before)
 
 
 @contextmanager
@@ -331,15 +319,14 @@ def test_two_machines_on_one_host_train_like_two_processes(ddp_run: DdpRun, dist
     machine_1 = AccelerateLauncher(**fields, machine_rank=1)
     # Each machine on half the CPUs, as two hosts have their own: on all of them, each launcher would give
     # its rank a thread per CPU, and two ranks' threads on too few cores wait on each other (twice the time).
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    hosts = (cpus[: len(cpus) // 2], cpus[len(cpus) // 2 :]) if len(cpus) > 1 else (cpus, cpus)
+    hosts = cpu_halves()
     with open(tmp_path / "machine-1.log", "w") as log:
-        with _on_cpus(hosts[1]):  # machine 1 inherits them, and its launcher counts them
+        with on_cpus(hosts[1]):  # machine 1 inherits them, and its launcher counts them
             other = subprocess.Popen(machine_1.command(module=TRAINER, config_path=config_path), stdout=log,
                                      env={**os.environ, **machine_1.launch_env()}, stderr=subprocess.STDOUT)
         try:
             instance = dg.DagsterInstance.ephemeral()
-            with _on_cpus(hosts[0]):  # machine 0, launched from this process
+            with on_cpus(hosts[0]):  # machine 0, launched from this process
                 result = dg.materialize(
                     [ddp_adapter], resources={"launcher": AccelerateLauncher(**fields)}, instance=instance,
                     raise_on_error=False,
