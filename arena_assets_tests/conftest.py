@@ -98,12 +98,15 @@ def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project directory holding the embedded default (sample raw files and tiny backbone), built once."""
+    """A project directory holding the embedded default (sample raw files and tiny backbone), built once.
+
+    The embedded tests read this same build (embedded/conftest.py), with the same explicit settings.
+    """
     from arena_assets.embedded import build_embedded_default
-    from arena_assets.settings import Settings
+    from arena_assets_tests.embedded.conftest import demo_settings
 
     project = tmp_path_factory.mktemp("demo_project")
-    build_embedded_default(Settings(project_dir=project))
+    build_embedded_default(demo_settings(project))
     return project
 
 

@@ -39,6 +39,7 @@ from arena_assets.ranker.trainer import plan_steps, train
 from arena_assets.readers import read_source
 from arena_assets.resources import AccelerateLauncher
 from arena_assets.settings import Settings
+from arena_assets_tests.fixtures.cpus import cpu_halves, on_cpus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs" / "accelerate"
@@ -316,16 +317,21 @@ def test_two_machines_on_one_host_train_like_two_processes(ddp_run: DdpRun, dist
     config = dataclasses.replace(_train_config(dist_data, tmp_path / "run" / "adapter"), pack_sequences=True)
     config_path = save_config(config, tmp_path / "train.json")
     machine_1 = AccelerateLauncher(**fields, machine_rank=1)
+    # Each machine on half the CPUs, as two hosts have their own: on all of them, each launcher would give
+    # its rank a thread per CPU, and two ranks' threads on too few cores wait on each other (twice the time).
+    hosts = cpu_halves()
     with open(tmp_path / "machine-1.log", "w") as log:
-        other = subprocess.Popen(machine_1.command(module=TRAINER, config_path=config_path), stdout=log,
-                                 env={**os.environ, **machine_1.launch_env()}, stderr=subprocess.STDOUT)
+        with on_cpus(hosts[1]):  # machine 1 inherits them, and its launcher counts them
+            other = subprocess.Popen(machine_1.command(module=TRAINER, config_path=config_path), stdout=log,
+                                     env={**os.environ, **machine_1.launch_env()}, stderr=subprocess.STDOUT)
         try:
             instance = dg.DagsterInstance.ephemeral()
-            result = dg.materialize(
-                [ddp_adapter], resources={"launcher": AccelerateLauncher(**fields)}, instance=instance,
-                raise_on_error=False,
-                run_config={"ops": {"ddp_adapter": {"config": {"config_path": str(config_path)}}}},
-            )
+            with on_cpus(hosts[0]):  # machine 0, launched from this process
+                result = dg.materialize(
+                    [ddp_adapter], resources={"launcher": AccelerateLauncher(**fields)}, instance=instance,
+                    raise_on_error=False,
+                    run_config={"ops": {"ddp_adapter": {"config": {"config_path": str(config_path)}}}},
+                )
             assert other.wait(timeout=300) == 0, (tmp_path / "machine-1.log").read_text()[-3000:]
         finally:
             other.kill()

@@ -32,6 +32,7 @@ from arena_assets_tests.demo_graph import (
     materialize_data,
     resolved,
 )
+from arena_assets_tests.fixtures.preloaded_launcher import PreloadedLauncher
 
 
 @pytest.fixture(scope="module")
@@ -302,11 +303,14 @@ def test_a_check_its_asset_computes_fails_as_a_check(
 ) -> None:
     root, settings = artifacts
     ops_config = _adapter_from(demo_run, breaks)(settings) if breaks else _nonfinite_teacher(settings)
+    # The merger in a process forked with the ranker imported: what is under test is the check, and the
+    # demo run has launched the same merges through accelerate.
+    resources = {**demo_resources(demo_project, root), "launcher": PreloadedLauncher(cpu=True)}
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [*graph_assets(), *graph_checks()],
             selection=[asset],
-            resources=demo_resources(demo_project, root),
+            resources=resources,
             run_config={"ops": {asset: {"config": ops_config}}} if ops_config else None,
             instance=instance,
             raise_on_error=False,

@@ -20,8 +20,10 @@ import pytest
 from arena_assets.assets import layout
 from arena_assets.automation import observe_raw_files_sensor
 from arena_assets.definitions import defs
-from arena_assets.resources import AccelerateLauncher, ArenaSettingsResource
+from arena_assets.resources import ArenaSettingsResource
 from arena_assets_tests.demo_graph import graph_assets, graph_checks
+from arena_assets_tests.fixtures.cpus import cpu_halves, on_cpus
+from arena_assets_tests.fixtures.preloaded_launcher import PreloadedLauncher
 
 SHORT = {"max_steps": 3, "max_validation_rows": 16, "log_every_steps": 1}
 TRAINING = ("stage1_adapter", "stage2_adapter")
@@ -54,8 +56,9 @@ def _resources(project: Path, raw_dir: Path, artifacts: Path) -> dict:
         raw_dir=str(raw_dir),
         artifact_root=str(artifacts),
     )
-    # One process a step instead of accelerate's two: the launch itself is tested elsewhere.
-    return {"settings": settings, "launcher": AccelerateLauncher(cpu=True, use_accelerate=False)}
+    # One process a step instead of accelerate's two, forked with the ranker imported: the launch itself is
+    # tested elsewhere, and 19 step processes would each spend seconds importing torch and peft.
+    return {"settings": settings, "launcher": PreloadedLauncher(cpu=True)}
 
 
 def _materialize(resources: dict, instance: dg.DagsterInstance, assets: set[str] | None = None) -> None:
@@ -102,18 +105,21 @@ def test_a_new_open_model_file_rebuilds_only_what_it_changed_and_equals_a_clean_
 ) -> None:
     raw_dir = tmp_path / "raw"
     _small_raw_copy(demo_project, raw_dir)
-    # The clean build starts now, on a copy that already holds the new file, in another process: its steps
-    # are mostly child processes starting up, which the two cores run beside the incremental ones.
+    # The clean build starts now, on a copy that already holds the new file, in another process, and each
+    # build runs on its own half of the CPUs (fixtures/cpus.py): both are mostly single-threaded Python
+    # (Dagster's and the steps'), and with as many CPUs they use as many torch threads, as equality needs.
     clean_raw = tmp_path / "clean-raw"
     shutil.copytree(raw_dir, clean_raw)
     _add_v4(clean_raw)
     clean_build = multiprocessing.get_context("spawn").Process(
         target=_clean_build, args=(demo_project, clean_raw, tmp_path / "clean")
     )
-    clean_build.start()
+    halves = cpu_halves()
+    with on_cpus(halves[1]):
+        clean_build.start()
     try:
         incremental = _resources(demo_project, raw_dir, tmp_path / "incremental")
-        with dg.instance_for_test() as instance:
+        with on_cpus(halves[0]), dg.instance_for_test() as instance:
             assert _observe(instance, incremental) == 5
             _materialize(incremental, instance)
             # The sensor's tick so far.

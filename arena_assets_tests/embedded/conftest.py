@@ -1,4 +1,4 @@
-"""The embedded default, built once per session into a temporary project directory."""
+"""The embedded default of the session's demo project (built once, in the root conftest), and its settings."""
 
 from __future__ import annotations
 
@@ -25,14 +25,18 @@ def demo_settings(project_dir: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def settings(demo_project: Path) -> Settings:
     """Settings of the session's embedded default."""
-    return demo_settings(tmp_path_factory.mktemp("embedded"))
+    return demo_settings(demo_project)
 
 
 @pytest.fixture(scope="session")
 def embedded(settings: Settings) -> EmbeddedDefault:
-    """The embedded default (sample files and tiny backbone), built once."""
+    """The embedded default (sample files and tiny backbone): the demo project's build, found current.
+
+    The tests here only read it; building a second copy would cost seconds of data generation and
+    tokenizer training for the same bytes.
+    """
     return build_embedded_default(settings)
 
 

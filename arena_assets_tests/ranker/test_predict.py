@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from arena_assets import cli
 from arena_assets.assets import layout
 from arena_assets.ranker import predict as predict_module
 from arena_assets.ranker.card import SNIPPET
@@ -109,26 +110,17 @@ def _final_model(demo_run: DemoRun) -> Path:
     return layout.model_dir(demo_run.settings, "final_model")
 
 
+# `arena predict` runs in this process (cli.main is the console script's entry point): a child would spend
+# most of its seconds importing torch. The bundle test below runs the `arena` script itself.
 @pytest.mark.slow
-def test_arena_predict_on_a_file_equals_the_submission_asset(demo_run: DemoRun, tmp_path: Path) -> None:
+def test_arena_predict_on_a_file_equals_the_submission_asset(
+    demo_run: DemoRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     test = layout.rows_path(demo_run.settings, "wsdm_test")
-    done = subprocess.run(
-        [
-            ARENA,
-            "predict",
-            "--model",
-            str(_final_model(demo_run)),
-            str(test),
-            str(tmp_path / "predictions.csv"),
-            "--submission",
-            str(tmp_path / "submission.csv"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1])["rows"] == len(pd.read_parquet(test))
+    argv = ["predict", "--model", str(_final_model(demo_run)), str(test), str(tmp_path / "predictions.csv"),
+            "--submission", str(tmp_path / "submission.csv")]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == len(pd.read_parquet(test))
     ours = pd.read_csv(tmp_path / "submission.csv")
     pd.testing.assert_frame_equal(ours, pd.read_csv(layout.submission_path(demo_run.settings)))
     predictions = pd.read_csv(tmp_path / "predictions.csv")
@@ -136,26 +128,12 @@ def test_arena_predict_on_a_file_equals_the_submission_asset(demo_run: DemoRun, 
 
 
 @pytest.mark.slow
-def test_arena_predict_one_pair(demo_run: DemoRun) -> None:
-    done = subprocess.run(
-        [
-            ARENA,
-            "predict",
-            "--model",
-            str(_final_model(demo_run)),
-            "--prompt",
-            "How do I sort a list?",
-            "--response-a",
-            "Sorry, I cannot help with that.",
-            "--response-b",
-            "Certainly: first, call sorted(); for example, sorted([3, 1]).",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+def test_arena_predict_one_pair(demo_run: DemoRun, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["predict", "--model", str(_final_model(demo_run)), "--prompt", "How do I sort a list?",
+            "--response-a", "Sorry, I cannot help with that.",
+            "--response-b", "Certainly: first, call sorted(); for example, sorted([3, 1])."]  # fmt: skip
+    assert cli.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["prob_a"] + result["prob_b"] == pytest.approx(1.0) and result["both_orders"]
     assert result["winner"] in {"model_a", "model_b"}
 
