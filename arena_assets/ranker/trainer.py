@@ -439,7 +439,7 @@ def metrics_of(run: Run, scores: dict[str, float], wall_start: float) -> dict[st
     state, accelerator = run.state, run.accelerator
     tokens, seconds = (
         (state.timed_tokens, state.timed_seconds)
-        if state.timed_seconds > 0
+        if state.timed_tokens > 0  # a run of one step has no timed step: all of it
         else (state.row_tokens, state.train_seconds)
     )
     # Every rank's tokens (ranks hold unequal shares of a step); the ranks step together, so rank 0's clock
