@@ -78,6 +78,8 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_2048_plain": ("train", 2048, PLAIN),
     "train_2048_fast": ("train", 2048, FAST),
     "train_2048_fast_kept_dropout": ("train", 2048, {**FAST, "recompute_lora_dropout": False}),
+    # LoRA dropout replayed by torch's own kernels instead of drawn inside lora_A's (ranker/fused_dropout.py)
+    "train_2048_fast_torch_dropout": ("train", 2048, {**FAST, "fused_lora_dropout": False}),
     "train_2048_fast_no_dropout": ("train", 2048, {**FAST, "lora_dropout": 0.0}),  # what dropout costs
     "train_2048_fast_peft_update": ("train", 2048, {**FAST, "lora_update_in_matmul": False}),
     # Four rows a pass: the per-kernel launch cost (the CPU's, large on a virtualised GPU machine) spread
@@ -108,9 +110,20 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_4096_packed_quarter": ("train", 4096, {**PACKED, "gradient_checkpointing": 0.25}),
     "train_real_recipe": ("train", "real", {**RECIPE, **STEP_16}),
     "train_real_recipe_packed": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True}),
+    "train_real_recipe_packed_torch_dropout": (
+        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "fused_lora_dropout": False}),
+    "train_4096_fast_quarter_torch_dropout": (
+        "train", 4096, {**FAST, "gradient_checkpointing": 0.25, "fused_lora_dropout": False}),
     "score_2048_plain": ("score", 2048, {"use_liger": "off"}),
     "score_2048_fast": ("score", 2048, {"use_liger": "auto"}),
     "score_2048_packed": ("score", 2048, {"use_liger": "auto", "pack_sequences": True}),
+    "score_2048_packed_compiled": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
+                                                   "compile_layers": True}),
+    "score_2048_packed_compiled_noliger": ("score", 2048, {"use_liger": "off", "pack_sequences": True,
+                                                           "compile_layers": True}),
+    # Passes 3 and 4 recorded with torch.profiler: time per pass by kind of work.
+    "score_2048_packed_profiled": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
+                                                   "profile_passes": 2}),
     "score_real_plain": ("score", "real", {"use_liger": "off"}),
     "score_real_fast": ("score", "real", {"use_liger": "auto"}),
     "score_real_packed": ("score", "real", {"use_liger": "auto", "pack_sequences": True}),
@@ -375,7 +388,11 @@ def score_variant(
         "precision": "bf16",
         **extra,
     }
+    if "profile_passes" in extra:
+        config["profile_dir"] = str(work / f"profile_{name}")
     result = run_entry("arena_assets.ranker.scorer", config, work, name)
+    if "profile_passes" in extra and "error" not in result:
+        result["profile_top"] = top_of_profile(Path(config["profile_dir"]) / "ops.json")
     return {**result, "flops_per_token": 2.0 * NON_EMBEDDING_PARAMS_14B} if random_init else result
 
 
@@ -478,17 +495,19 @@ def print_table(results: dict, chosen: list[str], peak: float) -> None:
         kind, length = name.split("_")[:2]
         base = results.get(f"{kind}_{length}_plain") or results.get(f"{kind}_2048_plain") or {}
         base_rate = base.get("train_tokens_per_second") or base.get("scoring_tokens_per_second")
-        ratio = "profiled" if "profile_steps" in VARIANTS.get(name, ("", 0, {}))[2] else (
+        profiled = {"profile_steps", "profile_passes"} & set(VARIANTS.get(name, ("", 0, {}))[2])
+        ratio = "profiled" if profiled else (
             f"{rate / base_rate:.2f}x" if base_rate else "")  # a profiled rate pays the profiler's cost
         print(f"{name:<{width}}{rate:>10.0f}{share:>7}{r.get('peak_memory_gb', 0):>9.1f}"
               f"{r.get('padding_fraction', 0.0):>9.3f}{ratio:>10}")  # fmt: skip
     for name in chosen:  # where a profiled step's time went (its rate above includes the profiler's cost)
         r = results[name]
-        by_kind = {k.removeprefix("profile_").removesuffix("_ms_per_step"): v for k, v in r.items()
-                   if k.startswith("profile_") and k.endswith("_ms_per_step")}  # fmt: skip
+        unit = "pass" if name.startswith("score") else "step"
+        by_kind = {k.removeprefix("profile_").removesuffix(f"_ms_per_{unit}"): v for k, v in r.items()
+                   if k.startswith("profile_") and k.endswith(f"_ms_per_{unit}")}  # fmt: skip
         if by_kind:
             total = sum(by_kind.values())
-            print(f"\n{name}: {total:.1f} ms of device time a step: " + ", ".join(
+            print(f"\n{name}: {total:.1f} ms of device time a {unit}: " + ", ".join(
                 f"{k} {v:.1f} ({v / total:.0%})" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])))
             for kernel, ms, count in r["profile_top"]["kernels"][:10]:
                 print(f"  {ms:>9.1f} ms {count:>6}x  {kernel}")

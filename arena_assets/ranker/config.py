@@ -69,6 +69,9 @@ class TrainConfig:
     # LoRA dropout keeps each adapter's input for backward and draws its mask again there, instead of a
     # dropped copy and a mask per projection (ranker/lora_dropout.py): the same numbers, less memory.
     recompute_lora_dropout: bool = True
+    # With it, on a GPU: the dropout mask drawn inside lora_A's matmul kernels and never written (Triton,
+    # ranker/fused_dropout.py); each element kept with the same probability, from another random stream.
+    fused_lora_dropout: bool = True
     # lora_B's matmul adds the scaled update to the projection's output in its epilogue (torch.addmm) instead
     # of peft's product, scaled copy and sum (ranker/lora_output.py): less memory traffic, one rounding.
     lora_update_in_matmul: bool = True
@@ -173,6 +176,13 @@ class ScoreConfig:
     device_map: Literal["single", "auto"] = "single"
     use_liger: Literal["auto", "on", "off"] = "auto"
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    # torch.compile each decoder layer (one graph serves all of them): fuses the elementwise work around the
+    # matmuls. The first passes pay the compilation, and a new shape of pass may compile again.
+    compile_layers: bool = False
+    # set: after two forward passes, record profile_passes of them with torch.profiler into this directory
+    # (ranker/profiling.py; the metrics carry the time per pass by kind of work as profile_*)
+    profile_dir: str = ""
+    profile_passes: int = 2
 
     def __post_init__(self) -> None:
         _require(self.token_budget >= self.max_length, "token_budget must hold at least one max_length row")

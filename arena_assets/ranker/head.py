@@ -7,7 +7,7 @@ per row, so it runs the decoder alone and multiplies one hidden state per row by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -146,8 +146,10 @@ def score_sequences(
     token_budget: int,
     max_batch_rows: int,
     device: torch.device,
+    after_pass: Callable[[], None] | None = None,
 ) -> np.ndarray:
-    """Letter logits [N, 2] (float32) for encoded sequences, in their original order."""
+    """Letter logits [N, 2] (float32) for encoded sequences, in their original order; `after_pass` is
+    called after each forward pass (a profiler's step)."""
     lengths = [len(ids) for ids in input_ids]
     batches = []
     for batch_rows in length_sorted_batches(
@@ -156,6 +158,8 @@ def score_sequences(
         batch = collate_rows([{"input_ids": input_ids[i]} for i in batch_rows], pad_token_id=pad_token_id)
         logits = head(to_device(batch["input_ids"], device), to_device(batch["attention_mask"], device))
         batches.append((batch_rows, logits.float()))
+        if after_pass is not None:
+            after_pass()
     return in_row_order(len(input_ids), batches)
 
 
@@ -167,6 +171,7 @@ def score_packed(
     pairs: bool,
     token_budget: int,
     device: torch.device,
+    after_pass: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Letter logits [N, 2] (float32) for encoded sequences packed `token_budget` row tokens a forward pass,
     in their original order, and the row tokens the shared prefixes saved. With `pairs`, rows 2i and 2i + 1
@@ -178,6 +183,8 @@ def score_packed(
         logits = head(to_device(torch.tensor([tokens]), device), layout.to(device))
         batches.append((group, logits.float()))
         shared += layout.shared_tokens
+        if after_pass is not None:
+            after_pass()
     return in_row_order(len(input_ids), batches), shared
 
 

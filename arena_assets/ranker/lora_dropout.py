@@ -6,7 +6,9 @@ hidden states, gate and up two more. At 14B and 2 x 2048 tokens that is about 15
 
 Here lora_A applies the dropout itself, in one autograd function that keeps only `x` (the tensor that q, k
 and v share, kept once) and the random-number state before the mask was drawn. Backward draws the same mask
-again from that state. The numbers are peft's: the same mask, the same products.
+again from that state. The numbers are peft's: the same mask, the same products. On a GPU, with `fused`,
+the mask is drawn inside lora_A's matmul kernels instead and never written (ranker/fused_dropout.py): the
+same distribution from another random stream.
 """
 
 from __future__ import annotations
@@ -58,15 +60,22 @@ class DropoutLinear(torch.nn.Linear):
     before; outside training with gradients it is dropout then linear, as peft computes it."""
 
     dropout_p: float = 0.0
+    fused: bool = False  # on a GPU, in half precision: the mask drawn in the matmul kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.dropout_p > 0 and torch.is_grad_enabled():
+            if self.fused and x.is_cuda:
+                from arena_assets.ranker import fused_dropout  # Triton: a GPU process's import
+
+                if fused_dropout.applies(x, self.weight):
+                    return fused_dropout.dropout_matmul(x, self.weight, self.dropout_p)
             return _DropoutThenLinear.apply(x, self.weight, self.dropout_p)
         return F.linear(F.dropout(x, self.dropout_p, self.training), self.weight)
 
 
-def recompute_lora_dropout(model: torch.nn.Module) -> int:
-    """Move every LoRA adapter's dropout into its lora_A (a DropoutLinear); returns how many moved."""
+def recompute_lora_dropout(model: torch.nn.Module, *, fused: bool = False) -> int:
+    """Move every LoRA adapter's dropout into its lora_A (a DropoutLinear, drawing its mask in Triton
+    kernels on a GPU with `fused`); returns how many moved."""
     moved = 0
     for module in model.modules():
         dropouts = getattr(module, "lora_dropout", None)
@@ -80,6 +89,7 @@ def recompute_lora_dropout(model: torch.nn.Module) -> int:
                 raise ValueError(f"{type(module).__name__}: lora_A with a bias is not supported here")
             lora_a.__class__ = DropoutLinear
             lora_a.dropout_p = dropout.p
+            lora_a.fused = fused
             dropouts[name] = torch.nn.Identity()
             moved += 1
     return moved

@@ -64,6 +64,11 @@ def liger_enabled(use_liger: str, device: torch.device) -> bool:
     return use_liger != "off" and installed and device.type == "cuda"
 
 
+def fused_dropout_available(device: torch.device) -> bool:
+    """Whether LoRA dropout can run in Triton kernels: a CUDA device and Triton (which CUDA torch brings)."""
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
 def load_backbone(
     path: str,
     *,
@@ -172,7 +177,9 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
     recompute = sum(bool(getattr(layer, "gradient_checkpointing", False)) for layer in layers)
     adapter_dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" in n)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    recomputed_dropout = any(isinstance(m, DropoutLinear) for m in model.modules())
+    dropouts = [m for m in model.modules() if isinstance(m, DropoutLinear)]
+    fused = any(m.fused for m in dropouts)
+    dropout = "in lora_A's kernels" if fused else "recomputed" if dropouts else "kept"
     from arena_assets.ranker.lora_output import AddmmLoraLinear  # peft: a training process's import
 
     update_in_matmul = any(isinstance(m, AddmmLoraLinear) for m in model.modules())
@@ -183,7 +190,7 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
         f"recompute {recompute}/{len(layers)} layers, attention {base.config._attn_implementation}, "
         f"rows {'packed, swaps sharing their prefix' if config.pack_sequences else 'padded'}, "
         f"liger {'on' if getattr(base, 'arena_liger', False) else 'off'}, "
-        f"LoRA dropout {'recomputed' if recomputed_dropout else 'kept'}, "
+        f"LoRA dropout {dropout}, "
         f"LoRA update {'in the matmul' if update_in_matmul else 'added after it'}, "
         f"compiled layers {'on' if getattr(layers[0], '_compiled_call_impl', None) else 'off'}"
     )
@@ -285,7 +292,8 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.d
     # it; with adapter_compute_dtype they stay in the compute dtype and MasterWeights keeps fp32 copies.
     peft_model = get_peft_model(model, lora, autocast_adapter_dtype=not config.adapter_compute_dtype)
     if config.recompute_lora_dropout:
-        recompute_lora_dropout(peft_model)
+        fused = config.fused_lora_dropout and fused_dropout_available(device)
+        recompute_lora_dropout(peft_model, fused=fused)
     if config.lora_update_in_matmul:
         add_lora_in_matmul(peft_model)
     apply_gradient_checkpointing(peft_model, config.gradient_checkpointing)

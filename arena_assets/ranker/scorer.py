@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,9 @@ from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import ScoreConfig, config_to_dict
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, padded_tokens, score_packed, score_sequences
-from arena_assets.ranker.modeling import load_backbone, peak_memory_gb, resolve_dtype
+from arena_assets.ranker.modeling import decoder_layers, load_backbone, peak_memory_gb, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
+from arena_assets.ranker.profiling import StepProfiler
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
 
 
@@ -65,8 +67,15 @@ def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[Letter
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, config.adapter_dir)
+    if config.compile_layers:
+        for layer in decoder_layers(model):  # regional, as the trainer's compile_layers
+            layer.compile()
     head = LetterHead(model, letter_token_ids(tokenizer)).eval()
     return head, tokenizer, model.get_input_embeddings().weight.device
+
+
+# Settings that change where things go or what is recorded, never the logits.
+NOT_IN_FINGERPRINT = ("output_dir", "input_path", "profile_dir", "profile_passes")
 
 
 def fingerprint(config: ScoreConfig) -> dict[str, Any]:
@@ -75,7 +84,7 @@ def fingerprint(config: ScoreConfig) -> dict[str, Any]:
     if config.adapter_dir:
         inputs["adapter"] = model_identity(config.adapter_dir)
     # The rows are each shard's own business (its name hashes them), so the input file is no part of this.
-    settings = {k: v for k, v in config_to_dict(config).items() if k not in ("output_dir", "input_path")}
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in NOT_IN_FINGERPRINT}
     return {"config": settings, "inputs": inputs, "code": ranker_code_version()}
 
 
@@ -117,37 +126,39 @@ def score(config: ScoreConfig) -> dict[str, Any]:
         mine = [k for k in range(shard_count) if k % accelerator.num_processes == accelerator.process_index]
         rows_scored = tokens = padded = shared = 0
         scoring_seconds = 0.0  # the forward passes alone, not loading or merging
-        for k in mine:
-            part = frame.iloc[k * config.rows_per_shard : (k + 1) * config.rows_per_shard]
-            path = shard_path(shard_dir, k, part)
-            if path.is_file():
-                continue
-            for other in shard_dir.glob(f"shard-{k:05d}-*.parquet"):  # these rows' older version
-                other.unlink()
-            result = pd.DataFrame({"id": part["id"].astype(str).to_numpy()})
-            orders = [
-                encode_frame(
-                    template,
-                    part,
-                    max_length=config.max_length,
-                    rebalance=config.rebalance_truncation,
-                    swapped=swapped,
+        profile_dir = config.profile_dir if accelerator.is_main_process else ""
+        with StepProfiler(profile_dir, steps=config.profile_passes, lora_r=0) as profiler:
+            for k in mine:
+                part = frame.iloc[k * config.rows_per_shard : (k + 1) * config.rows_per_shard]
+                path = shard_path(shard_dir, k, part)
+                if path.is_file():
+                    continue
+                for other in shard_dir.glob(f"shard-{k:05d}-*.parquet"):  # these rows' older version
+                    other.unlink()
+                result = pd.DataFrame({"id": part["id"].astype(str).to_numpy()})
+                orders = [
+                    encode_frame(
+                        template,
+                        part,
+                        max_length=config.max_length,
+                        rebalance=config.rebalance_truncation,
+                        swapped=swapped,
+                    )
+                    for swapped in ((False, True) if config.both_orders else (False,))
+                ]
+                scoring_start = time.perf_counter()
+                logits, pass_padded, pass_shared = _score_orders(
+                    head, orders, config, tokenizer.pad_token_id, device, profiler.step
                 )
-                for swapped in ((False, True) if config.both_orders else (False,))
-            ]
-            scoring_start = time.perf_counter()
-            logits, pass_padded, pass_shared = _score_orders(
-                head, orders, config, tokenizer.pad_token_id, device
-            )
-            scoring_seconds += time.perf_counter() - scoring_start
-            for values, suffix in zip(logits, ("", "_swapped"), strict=False):
-                result[f"a_logit{suffix}"], result[f"b_logit{suffix}"] = values[:, 0], values[:, 1]
-            tokens += sum(int(encoded.lengths.sum()) for encoded in orders)
-            padded += pass_padded
-            shared += pass_shared
-            atomic_write_parquet(result, path)
-            rows_scored += len(part)
-            reporter.info(f"shard {k + 1}/{shard_count}: {len(part)} rows")
+                scoring_seconds += time.perf_counter() - scoring_start
+                for values, suffix in zip(logits, ("", "_swapped"), strict=False):
+                    result[f"a_logit{suffix}"], result[f"b_logit{suffix}"] = values[:, 0], values[:, 1]
+                tokens += sum(int(encoded.lengths.sum()) for encoded in orders)
+                padded += pass_padded
+                shared += pass_shared
+                atomic_write_parquet(result, path)
+                rows_scored += len(part)
+                reporter.info(f"shard {k + 1}/{shard_count}: {len(part)} rows")
         mine_totals = torch.tensor(
             [rows_scored, tokens, scoring_seconds, padded, shared], dtype=torch.float64
         )
@@ -173,6 +184,9 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 "wall_seconds": time.perf_counter() - start,
                 "peak_memory_gb": peak_memory_gb(),
                 "finite": bool(np.isfinite(values).all()),
+                **{f"profile_{k}_ms_per_pass": v for k, v in profiler.summary.get("ms_per_step", {}).items()},
+                **{f"profile_{k}": profiler.summary[k] for k in ("step_span_ms", "device_idle_share")
+                   if k in profiler.summary},  # fmt: skip
             }
             with atomic_directory(output_dir) as tmp:
                 merged.to_parquet(tmp / LOGITS_NAME, index=False)
@@ -189,7 +203,8 @@ def score(config: ScoreConfig) -> dict[str, Any]:
 
 
 def _score_orders(
-    head: LetterHead, orders: list[Any], config: ScoreConfig, pad_token_id: int, device: torch.device
+    head: LetterHead, orders: list[Any], config: ScoreConfig, pad_token_id: int, device: torch.device,
+    after_pass: Callable[[], None],
 ) -> tuple[list[np.ndarray], int, int]:
     """Letter logits of each order's encoded rows, the pad positions added and the row tokens shared.
 
@@ -198,7 +213,8 @@ def _score_orders(
     if config.pack_sequences:
         rows = [ids for pair in zip(*(encoded.input_ids for encoded in orders), strict=True) for ids in pair]
         logits, shared = score_packed(
-            head, rows, pairs=len(orders) == 2, token_budget=config.token_budget, device=device
+            head, rows, pairs=len(orders) == 2, token_budget=config.token_budget, device=device,
+            after_pass=after_pass,
         )
         return [logits[i :: len(orders)] for i in range(len(orders))], 0, shared
     logits, padded = [], 0
@@ -211,6 +227,7 @@ def _score_orders(
                 token_budget=config.token_budget,
                 max_batch_rows=config.max_batch_rows,
                 device=device,
+                after_pass=after_pass,
             )
         )
         padded += padded_tokens(

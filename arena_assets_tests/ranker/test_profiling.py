@@ -77,3 +77,38 @@ def test_a_profiled_run_writes_its_trace_and_reports_time_by_kind(
     with gzip.open(profile_dir / "trace.json.gz", "rt") as trace:
         assert json.load(trace)["traceEvents"]
     assert not list(profile_dir.glob("*.tmp*"))
+
+
+@pytest.mark.slow
+def test_compiled_and_profiled_scoring_gives_the_logits_and_a_profile(
+    demo_backbone: Path, small_files: PairFiles, tmp_path: Path
+) -> None:
+    """The scorer's compiled layers (inductor's CPU kernels here) give the eager logits; its profile
+    records passes 3 and 4 and reaches the metrics."""
+    import pandas as pd
+    import torch
+
+    from arena_assets.ranker.artifacts import LOGITS_NAME
+    from arena_assets.ranker.config import ScoreConfig
+    from arena_assets.ranker.scorer import score
+
+    def run(name: str, **overrides: object) -> tuple[pd.DataFrame, dict]:
+        score(ScoreConfig(model=str(demo_backbone), input_path=str(small_files.open_pairs),
+                          output_dir=str(tmp_path / name), max_length=384, token_budget=1024,
+                          **overrides))  # fmt: skip
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        return pd.read_parquet(tmp_path / name / LOGITS_NAME), metrics
+
+    eager, _ = run("eager")
+    torch._dynamo.utils.counters.clear()
+    try:
+        compiled, metrics = run("compiled", compile_layers=True, profile_dir=str(tmp_path / "profile"))
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
+    finally:
+        torch._dynamo.reset()
+    assert compiled["id"].tolist() == eager["id"].tolist()
+    pd.testing.assert_frame_equal(compiled, eager, atol=1e-4, rtol=0)
+    summary = json.loads((tmp_path / "profile" / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["ms_per_step"]["matmul"] > 0
+    assert "lora_matmul" not in summary["ms_per_step"]  # a merged model: no adapter rank to find
+    assert metrics["profile_matmul_ms_per_pass"] == summary["ms_per_step"]["matmul"]

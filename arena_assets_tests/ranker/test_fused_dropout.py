@@ -1,0 +1,117 @@
+"""LoRA dropout in lora_A's Triton kernels: the products of a reference that applies the kernels' own mask.
+
+Without a GPU the kernels run in Triton's interpreter (in a child process: the interpreter is chosen when the
+kernels are defined), in float16, which numpy holds; on a GPU they also run in bf16, and in a model.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from arena_assets.ranker.config import TrainConfig
+from arena_assets_tests.ranker.conftest import PairFiles
+
+pytest.importorskip("triton")
+
+KEEP_P = 0.3  # large, so that the mask shows in every product
+# The reference runs in fp32 on the inputs' half-precision values; the kernels round their output once.
+ATOL = {torch.float16: 2e-2, torch.bfloat16: 1.5e-1}
+
+
+def check_kernels(device: str, dtype: torch.dtype) -> None:
+    """Every tile shape of the three kernels against fp32 products with the mask `keep_mask` draws, on
+    sizes that no tile divides; the mask's rate; the same seed gives the same mask, another seed another."""
+    from arena_assets.ranker import fused_dropout
+
+    kernels = (
+        fused_dropout._forward_kernel, fused_dropout._grad_input_kernel, fused_dropout._grad_weight_kernel
+    )
+    tiles, split_rows = list(kernels[0].configs), fused_dropout.ROWS_PER_SPLIT
+    generator = torch.Generator().manual_seed(0)
+    rows, width, rank = 70, 200, 12
+    seed = torch.tensor([1234], dtype=torch.int32, device=device)
+    keep = fused_dropout.keep_mask(seed, rows, width, KEEP_P)
+    assert abs(keep.float().mean().item() - (1 - KEEP_P)) < 0.02
+    assert torch.equal(keep, fused_dropout.keep_mask(seed, rows, width, KEEP_P))
+    assert not torch.equal(keep, fused_dropout.keep_mask(seed + 1, rows, width, KEEP_P))
+    x0 = torch.randn(2, rows // 2, width, generator=generator).to(device, dtype)
+    w0 = torch.randn(rank, width, generator=generator).to(device, dtype)
+    grad = torch.randn(2, rows // 2, rank, generator=generator).to(device, dtype)
+    xf, wf = x0.float().reshape(rows, width).requires_grad_(), w0.float().requires_grad_()
+    reference = (xf * keep / (1 - KEEP_P)) @ wf.T
+    reference.backward(grad.float().reshape(rows, rank))
+    # Every tile, the weight gradient's rows in one program and split over several (14 rows each here).
+    for tile, rows_per_split in [(tile, 512) for tile in tiles] + [(tiles[0], 16), (tiles[-1], 16)]:
+        fused_dropout.ROWS_PER_SPLIT = rows_per_split
+        for kernel in kernels:
+            kernel.configs = [tile]  # one tile at a time (the interpreter cannot time them to choose)
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        out = fused_dropout.DropoutMatmul.apply(x, w, KEEP_P, seed)
+        out.backward(grad)
+        assert out.shape == (2, rows // 2, rank) and out.dtype == dtype
+        pairs = (("out", out, reference), ("grad x", x.grad, xf.grad), ("grad w", w.grad, wf.grad))
+        for name, got, want in pairs:
+            torch.testing.assert_close(got.float().reshape(want.shape), want.detach(), rtol=1e-2,
+                                       atol=ATOL[dtype], msg=f"{name} {tile} {rows_per_split}")  # fmt: skip
+        assert (x.grad.reshape(rows, width)[~keep] == 0).all()  # a dropped input gets no gradient
+    for kernel in kernels:
+        kernel.configs = tiles
+    fused_dropout.ROWS_PER_SPLIT = split_rows
+
+
+def test_kernels_match_their_mask_in_the_interpreter() -> None:
+    script = "from arena_assets_tests.ranker.test_fused_dropout import check_kernels; import torch; " \
+             "check_kernels('cpu', torch.float16)"  # fmt: skip
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Triton kernels on a GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_kernels_match_their_mask_on_the_gpu(dtype: torch.dtype) -> None:
+    check_kernels("cuda", dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Triton kernels on a GPU")
+def test_recomputed_layers_draw_the_same_masks(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bf16 on the tiny model: every layer recomputed gives the gradients of none recomputed, so the
+    recompute drew the forward's masks (the seeds come from the GPU generator, which checkpointing
+    restores)."""
+    from transformers import AutoTokenizer
+
+    from arena_assets.ranker import fused_dropout
+    from arena_assets.ranker.data import read_pairs
+    from arena_assets_tests.ranker.test_fast_paths import _batch, _loss_and_grads
+
+    calls = []
+    real = fused_dropout.dropout_matmul
+    monkeypatch.setattr(fused_dropout, "dropout_matmul", lambda *a: calls.append(1) or real(*a))
+
+    def config(gc: float) -> TrainConfig:
+        return make_train_config(small_files, tmp_path / "unused", precision="bf16", lora_dropout=0.1,
+                                 gradient_checkpointing=gc, use_liger="off")  # fmt: skip
+
+    tokenizer = AutoTokenizer.from_pretrained(config(0.0).backbone)
+    batch = _batch(tokenizer, read_pairs(small_files.train).head(8), labels=True)
+    loss, grads, _ = _loss_and_grads(config(0.0), batch)
+    assert calls, "the fused kernels did not run"
+    loss_gc, grads_gc, _ = _loss_and_grads(config(1.0), batch)
+    torch.testing.assert_close(loss_gc, loss, rtol=0, atol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_gc[name], grad, rtol=0, atol=1e-6, msg=name)
+    again, _, _ = _loss_and_grads(config(0.0), batch)
+    assert torch.equal(again, loss)  # the same seed: the same masks, run after run
