@@ -4,7 +4,7 @@ hidden size 5120 for q, k, v, o, gate and up, the MLP's 13824 for down): torch's
 
     PYTHONPATH=. python benchmarks/dropout_bench.py [--tokens 4096] [--p 0.01]
 
-Prints milliseconds per forward + backward (median of 50), each kernel's share, and the tiles the autotuner
+Prints milliseconds per forward + backward (median of 20), each kernel's share, and the tiles the autotuner
 chose; the step's figure is the 14B's 48 layers x (6 hidden-size + 1 MLP-size adapters).
 """
 
@@ -14,26 +14,12 @@ import argparse
 import json
 
 import torch
+from attention_bench import timed  # benchmarks/, the script's own directory
 
 from arena_assets.ranker import fused_dropout
 from arena_assets.ranker.lora_dropout import _DropoutThenLinear
 
 RANK, HIDDEN, MLP, LAYERS = 64, 5120, 13824, 48
-
-
-def timed(fn, repeats: int = 50) -> float:
-    """Median milliseconds of fn() on the GPU."""
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
 
 
 def one_width(tokens: int, width: int, p: float) -> dict[str, float]:
