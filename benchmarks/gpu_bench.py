@@ -117,10 +117,6 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "score_2048_plain": ("score", 2048, {"use_liger": "off"}),
     "score_2048_fast": ("score", 2048, {"use_liger": "auto"}),
     "score_2048_packed": ("score", 2048, {"use_liger": "auto", "pack_sequences": True}),
-    "score_2048_packed_compiled": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
-                                                   "compile_layers": True}),
-    "score_2048_packed_compiled_noliger": ("score", 2048, {"use_liger": "off", "pack_sequences": True,
-                                                           "compile_layers": True}),
     # Passes 3 and 4 recorded with torch.profiler: time per pass by kind of work.
     "score_2048_packed_profiled": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
                                                    "profile_passes": 2}),

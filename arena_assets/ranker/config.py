@@ -176,9 +176,6 @@ class ScoreConfig:
     device_map: Literal["single", "auto"] = "single"
     use_liger: Literal["auto", "on", "off"] = "auto"
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
-    # torch.compile each decoder layer (one graph serves all of them): fuses the elementwise work around the
-    # matmuls. The first passes pay the compilation, and a new shape of pass may compile again.
-    compile_layers: bool = False
     # set: after two forward passes, record profile_passes of them with torch.profiler into this directory
     # (ranker/profiling.py; the metrics carry the time per pass by kind of work as profile_*)
     profile_dir: str = ""

@@ -42,7 +42,7 @@ from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import ScoreConfig, config_to_dict
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, padded_tokens, score_packed, score_sequences
-from arena_assets.ranker.modeling import decoder_layers, load_backbone, peak_memory_gb, resolve_dtype
+from arena_assets.ranker.modeling import load_backbone, peak_memory_gb, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.profiling import StepProfiler
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
@@ -67,9 +67,6 @@ def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[Letter
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, config.adapter_dir)
-    if config.compile_layers:
-        for layer in decoder_layers(model):  # regional, as the trainer's compile_layers
-            layer.compile()
     head = LetterHead(model, letter_token_ids(tokenizer)).eval()
     return head, tokenizer, model.get_input_embeddings().weight.device
 

@@ -80,13 +80,12 @@ def test_a_profiled_run_writes_its_trace_and_reports_time_by_kind(
 
 
 @pytest.mark.slow
-def test_compiled_and_profiled_scoring_gives_the_logits_and_a_profile(
+def test_a_profiled_scorer_records_passes_and_gives_the_same_logits(
     demo_backbone: Path, small_files: PairFiles, tmp_path: Path
 ) -> None:
-    """The scorer's compiled layers (inductor's CPU kernels here) give the eager logits; its profile
-    records passes 3 and 4 and reaches the metrics."""
+    """The scorer's profile records passes 3 and 4 and reaches the metrics; the logits are the unprofiled
+    run's, and a profiled rerun into the same directory reuses the shards (the profile is no part of them)."""
     import pandas as pd
-    import torch
 
     from arena_assets.ranker.artifacts import LOGITS_NAME
     from arena_assets.ranker.config import ScoreConfig
@@ -99,16 +98,12 @@ def test_compiled_and_profiled_scoring_gives_the_logits_and_a_profile(
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())
         return pd.read_parquet(tmp_path / name / LOGITS_NAME), metrics
 
-    eager, _ = run("eager")
-    torch._dynamo.utils.counters.clear()
-    try:
-        compiled, metrics = run("compiled", compile_layers=True, profile_dir=str(tmp_path / "profile"))
-        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
-    finally:
-        torch._dynamo.reset()
-    assert compiled["id"].tolist() == eager["id"].tolist()
-    pd.testing.assert_frame_equal(compiled, eager, atol=1e-4, rtol=0)
+    plain, _ = run("plain")
+    profiled, metrics = run("profiled", profile_dir=str(tmp_path / "profile"))
+    pd.testing.assert_frame_equal(profiled, plain)
     summary = json.loads((tmp_path / "profile" / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["ms_per_step"]["matmul"] > 0
     assert "lora_matmul" not in summary["ms_per_step"]  # a merged model: no adapter rank to find
     assert metrics["profile_matmul_ms_per_pass"] == summary["ms_per_step"]["matmul"]
+    _, again = run("plain", profile_dir=str(tmp_path / "profile-again"))
+    assert again["rows_scored_this_run"] == 0
