@@ -292,9 +292,10 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.d
     # it; with adapter_compute_dtype they stay in the compute dtype and MasterWeights keeps fp32 copies.
     peft_model = get_peft_model(model, lora, autocast_adapter_dtype=not config.adapter_compute_dtype)
     if config.recompute_lora_dropout:
-        # Compiled layers trace the eager dropout; the Triton kernels are left to eager runs.
-        fused = config.fused_lora_dropout and not config.compile_layers and fused_dropout_available(device)
-        recompute_lora_dropout(peft_model, fused=fused)
+        # The kernels take half-precision adapters in eager runs; compiled layers trace the eager dropout.
+        half = config.adapter_compute_dtype and dtype in (torch.bfloat16, torch.float16)
+        fused = config.fused_lora_dropout and half and not config.compile_layers
+        recompute_lora_dropout(peft_model, fused=fused and fused_dropout_available(device))
     if config.lora_update_in_matmul:
         add_lora_in_matmul(peft_model)
     apply_gradient_checkpointing(peft_model, config.gradient_checkpointing)

@@ -115,3 +115,30 @@ def test_recomputed_layers_draw_the_same_masks(
         torch.testing.assert_close(grads_gc[name], grad, rtol=0, atol=1e-6, msg=name)
     again, _, _ = _loss_and_grads(config(0.0), batch)
     assert torch.equal(again, loss)  # the same seed: the same masks, run after run
+
+
+def test_the_kernels_are_chosen_for_half_precision_adapters_only(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As on a GPU with Triton: bf16 adapters take the kernels and the log line says so; fp32 adapters, fp32
+    compute, compiled layers and `fused_lora_dropout: false` keep torch's replayed dropout."""
+    from arena_assets.ranker import modeling
+    from arena_assets.ranker.lora_dropout import DropoutLinear
+
+    monkeypatch.setattr(modeling, "fused_dropout_available", lambda device: True)
+
+    def fused(**overrides: object) -> tuple[bool, str]:
+        config = make_train_config(small_files, tmp_path / "unused", lora_dropout=0.1, **overrides)
+        model, dtype = modeling.build_model(config, torch.device("cpu"))
+        flags = {m.fused for m in model.modules() if isinstance(m, DropoutLinear)}
+        assert len(flags) == 1
+        return flags.pop(), modeling.fast_path_report(model, config, dtype)
+
+    chosen, report = fused(precision="bf16")
+    assert chosen and "LoRA dropout in lora_A's kernels" in report
+    for overrides in ({"precision": "bf16", "adapter_compute_dtype": False}, {"precision": "fp32"},
+                      {"precision": "bf16", "compile_layers": True},
+                      {"precision": "bf16", "fused_lora_dropout": False}):  # fmt: skip
+        chosen, report = fused(**overrides)
+        assert not chosen and "LoRA dropout recomputed" in report, overrides
