@@ -80,6 +80,15 @@ def summarize(
     return summary
 
 
+def summary_metrics(summary: dict[str, Any], unit: str) -> dict[str, float]:
+    """A summary's figures as run metrics: `profile_<kind>_ms_per_<unit>`, and on a GPU the step span and
+    the device's idle share; nothing for an empty summary (no profile)."""
+    return {
+        **{f"profile_{k}_ms_per_{unit}": v for k, v in summary.get("ms_per_step", {}).items()},
+        **{f"profile_{k}": summary[k] for k in ("step_span_ms", "device_idle_share") if k in summary},
+    }
+
+
 class StepProfiler:
     """Records `steps` steps after `skip` with torch.profiler; `step()` after each optimizer step.
 

@@ -44,7 +44,7 @@ from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
 from arena_assets.ranker.head import LetterHead, padded_tokens, score_packed, score_sequences
 from arena_assets.ranker.modeling import load_backbone, peak_memory_gb, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
-from arena_assets.ranker.profiling import StepProfiler
+from arena_assets.ranker.profiling import StepProfiler, summary_metrics
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
 
 
@@ -181,9 +181,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 "wall_seconds": time.perf_counter() - start,
                 "peak_memory_gb": peak_memory_gb(),
                 "finite": bool(np.isfinite(values).all()),
-                **{f"profile_{k}_ms_per_pass": v for k, v in profiler.summary.get("ms_per_step", {}).items()},
-                **{f"profile_{k}": profiler.summary[k] for k in ("step_span_ms", "device_idle_share")
-                   if k in profiler.summary},  # fmt: skip
+                **summary_metrics(profiler.summary, "pass"),
             }
             with atomic_directory(output_dir) as tmp:
                 merged.to_parquet(tmp / LOGITS_NAME, index=False)

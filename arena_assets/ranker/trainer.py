@@ -58,7 +58,7 @@ from arena_assets.ranker.modeling import (
 from arena_assets.ranker.packing import pack_rows
 from arena_assets.ranker.pipes import Reporter, md, path_value, pipes_reporter, url_value
 from arena_assets.ranker.plots import loss_curve_markdown
-from arena_assets.ranker.profiling import StepProfiler
+from arena_assets.ranker.profiling import StepProfiler, summary_metrics
 from arena_assets.ranker.prompt import PromptTemplate, load_tokenizer
 from arena_assets.ranker.sharding import full_trainable_state, gradient_sync, is_sharded, shard_letter_head
 
@@ -458,9 +458,7 @@ def metrics_of(run: Run, scores: dict[str, float], wall_start: float) -> dict[st
         "wall_seconds": time.perf_counter() - wall_start,
         "peak_memory_gb": peak_memory_gb(),
         **{f"train_{k}": v for k, v in run.encoded.length_report().items()},
-        **{f"profile_{k}_ms_per_step": v for k, v in run.profile_summary.get("ms_per_step", {}).items()},
-        **{f"profile_{k}": run.profile_summary[k] for k in ("step_span_ms", "device_idle_share")
-           if k in run.profile_summary},  # fmt: skip
+        **summary_metrics(run.profile_summary, "step"),
     }
 
 
