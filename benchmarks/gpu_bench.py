@@ -91,6 +91,15 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_2048_fast_quarter": ("train", 2048, {**FAST, "gradient_checkpointing": 0.25}),
     "train_2048_fast_compiled": ("train", 2048, {**FAST, "compile_layers": True}),
     "train_2048_fast_compiled_noliger": ("train", 2048, {**FAST, "compile_layers": True, "use_liger": "off"}),
+    # RMSNorm outputs and the SwiGLU product kept for backward, not rebuilt (ranker/rebuilt_activations.py);
+    # and what the memory rebuilding frees buys: four rows a pass, or 2 x 4096 with fewer layers recomputed.
+    "train_2048_fast_kept_activations": ("train", 2048, {**FAST, "rebuild_activations": False}),
+    "train_2048_fast_4rows": ("train", 2048, {**FAST, **ROWS_4}),
+    "train_2048_fast_4rows_sixteenth": ("train", 2048, {**FAST, "gradient_checkpointing": 1 / 16, **ROWS_4}),
+    "train_4096_fast": ("train", 4096, FAST),
+    "train_4096_fast_eighth": ("train", 4096, {**FAST, "gradient_checkpointing": 0.125}),
+    "train_4096_fast_quarter_kept_activations": (
+        "train", 4096, {**FAST, "gradient_checkpointing": 0.25, "rebuild_activations": False}),
     "train_4096_plain": ("train", 4096, PLAIN),
     "train_4096_fast_quarter": ("train", 4096, {**FAST, "gradient_checkpointing": 0.25}),
     "train_4096_fast_half": ("train", 4096, {**FAST, "gradient_checkpointing": 0.5}),
@@ -110,6 +119,8 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_4096_packed_quarter": ("train", 4096, {**PACKED, "gradient_checkpointing": 0.25}),
     "train_real_recipe": ("train", "real", {**RECIPE, **STEP_16}),
     "train_real_recipe_packed": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True}),
+    "train_real_recipe_packed_none": (
+        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "gradient_checkpointing": 0.0}),
     "train_real_recipe_packed_torch_dropout": (
         "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "fused_lora_dropout": False}),
     "train_4096_fast_quarter_torch_dropout": (

@@ -75,6 +75,10 @@ class TrainConfig:
     # lora_B's matmul adds the scaled update to the projection's output in its epilogue (torch.addmm) instead
     # of peft's product, scaled copy and sum (ranker/lora_output.py): less memory traffic, one rounding.
     lora_update_in_matmul: bool = True
+    # In layers that are not recomputed, backward rebuilds the RMSNorm outputs and the SwiGLU product (one
+    # elementwise kernel each, from tensors it keeps anyway) instead of keeping them for lora_A's weight
+    # gradients (ranker/rebuilt_activations.py): the same numbers, a third less activation memory.
+    rebuild_activations: bool = True
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     # torch.compile each decoder layer (one compiled graph serves all of them): fuses the elementwise work
     # around the matmuls, LoRA's included. The first steps pay the compilation (tens of seconds).

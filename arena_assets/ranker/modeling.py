@@ -17,6 +17,7 @@ from transformers import (
 
 from arena_assets.ranker.config import TrainConfig
 from arena_assets.ranker.lora_dropout import DropoutLinear, recompute_lora_dropout
+from arena_assets.ranker.rebuilt_activations import rebuild_activations, rebuilds_activations
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,8 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
     from arena_assets.ranker.lora_output import AddmmLoraLinear  # peft: a training process's import
 
     update_in_matmul = any(isinstance(m, AddmmLoraLinear) for m in model.modules())
+    rebuilt = any(rebuilds_activations(layer) and not getattr(layer, "gradient_checkpointing", False)
+                  for layer in layers)  # fmt: skip
     return (
         f"fast paths: compute {str(dtype).removeprefix('torch.')}, adapters in "
         f"{str(adapter_dtype).removeprefix('torch.')}"
@@ -192,6 +195,7 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
         f"liger {'on' if getattr(base, 'arena_liger', False) else 'off'}, "
         f"LoRA dropout {dropout}, "
         f"LoRA update {'in the matmul' if update_in_matmul else 'added after it'}, "
+        f"norm and SwiGLU outputs {'rebuilt in backward' if rebuilt else 'kept'}, "
         f"compiled layers {'on' if getattr(layers[0], '_compiled_call_impl', None) else 'off'}"
     )
 
@@ -299,6 +303,9 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.d
     if config.lora_update_in_matmul:
         add_lora_in_matmul(peft_model)
     apply_gradient_checkpointing(peft_model, config.gradient_checkpointing)
+    if config.rebuild_activations and not config.compile_layers:  # dynamo would trace around the hooks
+        liger = getattr(peft_model.get_base_model(), "arena_liger", False)
+        rebuild_activations(decoder_layers(peft_model), liger=liger)
     if config.compile_layers:
         # Regional compilation: the layers share their code, so dynamo compiles one graph (per input shape
         # class) and reuses it in every layer, where compiling the whole model would unroll 48 of them.

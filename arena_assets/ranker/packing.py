@@ -192,7 +192,8 @@ def _varlen_attention(
 ) -> torch.Tensor:
     """PyTorch's varlen flash kernel, causal from the end of each sequence's keys (a swap's queries are
     the last of its keys), over the arguments of the installed release (2.10 took `is_causal`, later ones a
-    window; grouped-query heads are spread out where it lacks `enable_gqa`)."""
+    window). The kernel reads grouped-query key heads itself; releases that check the head counts take
+    them with `enable_gqa`, earlier ones pass them through unchecked."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError as error:
@@ -204,8 +205,6 @@ def _varlen_attention(
     kwargs: dict[str, object] = {"window_size": (-1, 0)} if "window_size" in accepts else {"is_causal": True}
     if "enable_gqa" in accepts:
         kwargs["enable_gqa"] = True
-    elif q.shape[1] != k.shape[1]:
-        k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
     return varlen_attn(q, k, v, layout.cu_seq_q, layout.cu_seq_k, layout.max_q, layout.max_k, scale=scaling,
                        **kwargs)  # fmt: skip
 

@@ -333,3 +333,102 @@ def test_liger_kernels_keep_loss_and_grads(
     for name, grad in plain_grads.items():
         cosine = torch.nn.functional.cosine_similarity(fused_grads[name].flatten(), grad.flatten(), dim=0)
         assert cosine > 0.99, f"{name}: gradient direction changed with liger (cosine {cosine:.4f})"
+
+
+def _storages_alive_after_forward(config: TrainConfig, batch: dict[str, torch.Tensor]) -> list[bool]:
+    """After one training forward: whether each layer's two RMSNorm outputs and SwiGLU product are still in
+    memory (held for backward), in layer order."""
+    set_seed(0)
+    model, _ = modeling.build_model(config, torch.device("cpu"))
+    refs: list[int] = []
+
+    def remember(tensor: torch.Tensor) -> None:
+        refs.append(tensor.untyped_storage()._weak_ref())
+
+    for layer in modeling.decoder_layers(model):
+        layer.input_layernorm.register_forward_hook(lambda _m, _i, out: remember(out))
+        layer.post_attention_layernorm.register_forward_hook(lambda _m, _i, out: remember(out))
+        layer.mlp.down_proj.register_forward_pre_hook(lambda _m, args: remember(args[0]))
+    head = LetterHead(model, letter_token_ids(AutoTokenizer.from_pretrained(config.backbone))).train()
+    loss = hard_label_loss(head(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+    alive = [not torch.UntypedStorage._expired(ref) for ref in refs]
+    for ref in refs:
+        torch.UntypedStorage._free_weak_ref(ref)
+    loss.backward()  # the rebuilt tensors serve backward
+    return alive
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_rebuilt_activations_give_the_same_numbers_and_are_not_kept(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path, share: float
+) -> None:
+    def config(rebuild: bool) -> TrainConfig:
+        # Dropout on (its masks replayed in backward), liger off (CPU), half the layers recomputed or none.
+        return make_train_config(small_files, tmp_path / "unused", precision="fp32", lora_dropout=0.1,
+                                 gradient_checkpointing=share, rebuild_activations=rebuild,
+                                 use_liger="off")  # fmt: skip
+
+    tokenizer = AutoTokenizer.from_pretrained(config(False).backbone)
+    batch = _batch(tokenizer, read_pairs(small_files.train).head(8), labels=True)
+    loss, grads, _ = _loss_and_grads(config(False), batch)
+    loss_rebuilt, grads_rebuilt, _ = _loss_and_grads(config(True), batch)
+    # The same kernels on the same inputs: equal, not merely close.
+    torch.testing.assert_close(loss_rebuilt, loss, rtol=0, atol=0)
+    assert grads_rebuilt.keys() == grads.keys() and len(grads) == LORA_PARAMS
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_rebuilt[name], grad, rtol=0, atol=0, msg=name)
+    # Kept: every layer that is not recomputed keeps the three (a recomputed one keeps none of them).
+    recomputed = round(share * 2) * 3
+    kept = [False] * recomputed + [True] * (6 - recomputed)
+    assert _storages_alive_after_forward(config(False), batch) == kept
+    assert _storages_alive_after_forward(config(True), batch) == [False] * 6
+    # Hooks around the model (here a count of what is kept) still see every tensor not rebuilt.
+    assert 0 < _bytes_kept_for_backward(config(True), batch) < _bytes_kept_for_backward(config(False), batch)
+
+
+def test_a_rebuilt_tensor_is_matched_only_while_it_lives() -> None:
+    """A storage handed to a new tensor after the rebuilt one died is never taken for it, and a view into a
+    larger storage is not rebuilt (the rebuild makes only the tensor)."""
+    from arena_assets.ranker.rebuilt_activations import _LayerRebuilds
+
+    rebuilds = _LayerRebuilds()
+    made = torch.arange(6.0)
+    rebuilds.add(made, lambda: torch.arange(6.0))
+    view = made.view(2, 3)[1]
+    packed = rebuilds.pack(view)
+    assert not isinstance(packed, torch.Tensor)  # kept as the recipe
+    torch.testing.assert_close(rebuilds.unpack(packed), torch.tensor([3.0, 4.0, 5.0]), rtol=0, atol=0)
+    del made, view, packed
+    other = torch.zeros(6)
+    rebuilds.rebuilds[0].storage = other.untyped_storage().data_ptr()  # as if the allocator reused it
+    assert rebuilds.pack(other) is other
+    not_owner = torch.zeros(8)[2:]
+    rebuilds.add(not_owner, lambda: torch.zeros(6))
+    assert rebuilds.pack(not_owner) is not_owner
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="liger's and the fused dropout's Triton kernels")
+def test_rebuilt_activations_give_the_same_numbers_with_liger_and_fused_dropout(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    """What the GPU runs: liger's RMSNorm and SwiGLU rebuilt, their outputs feeding the dropout kernels."""
+    pytest.importorskip("liger_kernel")
+
+    def config(rebuild: bool) -> TrainConfig:
+        return make_train_config(small_files, tmp_path / "unused", precision="bf16", use_liger="on",
+                                 lora_dropout=0.1, gradient_checkpointing=0.0,
+                                 rebuild_activations=rebuild)  # fmt: skip
+
+    tokenizer = AutoTokenizer.from_pretrained(config(False).backbone)
+    batch = _batch(tokenizer, read_pairs(small_files.train).head(8), labels=True)
+    loss, grads, _ = _loss_and_grads(config(False), batch)
+    loss_rebuilt, grads_rebuilt, _ = _loss_and_grads(config(True), batch)
+    # The same kernels on the same inputs and the same masks; only attention's backward may sum in another
+    # order from run to run.
+    torch.testing.assert_close(loss_rebuilt, loss, rtol=0, atol=1e-4)
+    assert grads_rebuilt.keys() == grads.keys() and len(grads) == LORA_PARAMS
+    for name, grad in grads.items():
+        cosine = torch.nn.functional.cosine_similarity(grads_rebuilt[name].float().flatten(),
+                                                       grad.float().flatten(), dim=0)  # fmt: skip
+        assert cosine > 0.9999, f"{name}: rebuilt activations changed the gradient (cosine {cosine:.6f})"
