@@ -28,7 +28,7 @@ def one_width(tokens: int, width: int, p: float) -> dict[str, float]:
     grad = torch.randn(tokens, RANK, device="cuda", dtype=torch.bfloat16)
 
     def torch_replay():
-        _DropoutThenLinear.apply(x, w, p).backward(grad)
+        _DropoutThenLinear.apply(x, w, p, None).backward(grad)
 
     def fused():
         fused_dropout.dropout_matmul(x, w, p).backward(grad)

@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from arena_assets.ranker.rebuilt_activations import Rebuild
+
 # The mask's counter, row * K + column, is a 32-bit integer.
 MAX_ELEMENTS = 2**31 - 1
 DTYPES = (torch.bfloat16, torch.float16)
@@ -152,7 +154,7 @@ class DropoutMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float, seed: torch.Tensor
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float, seed: torch.Tensor, rebuild: Rebuild | None
     ) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1]).contiguous()
         weight = weight.contiguous()
@@ -164,15 +166,21 @@ class DropoutMatmul(torch.autograd.Function):
             return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(rank, block_n)
 
         _forward_kernel[grid](flat, weight, out, seed, rows, rank, width, p, 1.0 / (1.0 - p), BLOCK_N=block_n)
-        ctx.save_for_backward(flat, weight, seed)
+        # With a rebuild (ranker/rebuilt_activations.py), backward makes x again instead of keeping it.
+        ctx.rebuild = rebuild.keep() if rebuild is not None else None
+        ctx.save_for_backward(*(() if rebuild is not None else (flat,)), weight, seed)
         ctx.p, ctx.input_shape = p, x.shape
         return out.view(*x.shape[:-1], rank)
 
     @staticmethod
     def backward(
         ctx: Any, grad_out: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        flat, weight, seed = ctx.saved_tensors
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
+        if ctx.rebuild is not None:
+            weight, seed = ctx.saved_tensors
+            flat = ctx.rebuild.get().reshape(-1, ctx.input_shape[-1]).contiguous()
+        else:
+            flat, weight, seed = ctx.saved_tensors
         (rows, width), rank = flat.shape, weight.shape[0]
         grad = grad_out.reshape(-1, rank).contiguous()
         scale, block_n = 1.0 / (1.0 - ctx.p), _block_n(rank)
@@ -197,11 +205,14 @@ class DropoutMatmul(torch.autograd.Function):
             _grad_weight_kernel[grid_w](grad, flat, partial, seed, rows, rank, width, ctx.p, scale,
                                         rows_per_split, BLOCK_N=block_n)  # fmt: skip
             grad_w = partial.sum(0).to(weight.dtype)
-        return grad_x, grad_w, None, None
+        return grad_x, grad_w, None, None, None
 
 
-def dropout_matmul(x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
+def dropout_matmul(
+    x: torch.Tensor, weight: torch.Tensor, p: float, rebuild: Rebuild | None = None
+) -> torch.Tensor:
     """dropout(x, p) @ weight.T for training, the mask drawn in the kernels; the seed comes from the torch
-    generator of x's device (no synchronisation: it stays on the device)."""
+    generator of x's device (no synchronisation: it stays on the device). `rebuild`: the call that makes x
+    again in backward, kept instead of x."""
     seed = torch.randint(0, MAX_ELEMENTS, (1,), device=x.device, dtype=torch.int32)
-    return DropoutMatmul.apply(x, weight, p, seed)
+    return DropoutMatmul.apply(x, weight, p, seed, rebuild)

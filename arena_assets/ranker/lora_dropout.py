@@ -5,7 +5,8 @@ input) and the dropout mask, for every adapted projection: q, k and v each keep 
 hidden states, gate and up two more. At 14B and 2 x 2048 tokens that is about 15 GB, a fifth of the peak.
 
 Here lora_A applies the dropout itself, in one autograd function that keeps only `x` (the tensor that q, k
-and v share, kept once) and the random-number state before the mask was drawn. Backward draws the same mask
+and v share, kept once; or only the call that rebuilds it, ranker/rebuilt_activations.py) and the
+random-number state before the mask was drawn. Backward draws the same mask
 again from that state. The numbers are peft's: the same mask, the same products. On a GPU, with `fused`,
 the mask is drawn inside lora_A's matmul kernels instead and never written (ranker/fused_dropout.py): the
 same distribution from another random stream.
@@ -18,25 +19,33 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from arena_assets.ranker.rebuilt_activations import Rebuild, rebuild_of
+
 
 def _rng_state(device: torch.device) -> torch.Tensor:
     return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
 
 
 class _DropoutThenLinear(torch.autograd.Function):
-    """y = dropout(x) @ weight.T, keeping x and the RNG state rather than dropout(x) and its mask."""
+    """y = dropout(x) @ weight.T, keeping x (or its rebuild) and the RNG state rather than dropout(x) and its
+    mask."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float, rebuild: Rebuild | None
+    ) -> torch.Tensor:
         ctx.rng_state = _rng_state(x.device)
         ctx.p = p
         dropped, _ = torch.native_dropout(x, p, True)
-        ctx.save_for_backward(x, weight)
+        ctx.rebuild = rebuild.keep() if rebuild is not None else None
+        ctx.save_for_backward(weight) if rebuild is not None else ctx.save_for_backward(x, weight)
         return F.linear(dropped, weight)
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        x, weight = ctx.saved_tensors
+    def backward(
+        ctx: Any, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        x, weight = (ctx.rebuild.get(), *ctx.saved_tensors) if ctx.rebuild is not None else ctx.saved_tensors
         cuda = x.device.type == "cuda"
         # Replay the forward's draw without moving the generator that the rest of training uses.
         with torch.random.fork_rng(devices=[x.device] if cuda else []):
@@ -50,7 +59,7 @@ class _DropoutThenLinear(torch.autograd.Function):
             grad_x = torch.ops.aten.native_dropout_backward(grad_out @ weight, mask, 1.0 / (1.0 - ctx.p))
         if ctx.needs_input_grad[1]:
             grad_weight = grad_out.reshape(-1, grad_out.shape[-1]).T @ dropped.reshape(-1, x.shape[-1])
-        return grad_x, grad_weight, None
+        return grad_x, grad_weight, None, None
 
 
 class DropoutLinear(torch.nn.Linear):
@@ -68,8 +77,8 @@ class DropoutLinear(torch.nn.Linear):
                 from arena_assets.ranker import fused_dropout  # Triton: a GPU process's import
 
                 if fused_dropout.applies(x, self.weight):
-                    return fused_dropout.dropout_matmul(x, self.weight, self.dropout_p)
-            return _DropoutThenLinear.apply(x, self.weight, self.dropout_p)
+                    return fused_dropout.dropout_matmul(x, self.weight, self.dropout_p, rebuild_of(x))
+            return _DropoutThenLinear.apply(x, self.weight, self.dropout_p, rebuild_of(x))
         return F.linear(F.dropout(x, self.dropout_p, self.training), self.weight)
 
 

@@ -386,25 +386,16 @@ def test_rebuilt_activations_give_the_same_numbers_and_are_not_kept(
     assert 0 < _bytes_kept_for_backward(config(True), batch) < _bytes_kept_for_backward(config(False), batch)
 
 
-def test_a_rebuilt_tensor_is_matched_only_while_it_lives() -> None:
-    """A storage handed to a new tensor after the rebuilt one died is never taken for it, and a view into a
-    larger storage is not rebuilt (the rebuild makes only the tensor)."""
-    from arena_assets.ranker.rebuilt_activations import _LayerRebuilds
+def test_a_rebuild_is_made_once_for_its_keepers_and_then_let_go() -> None:
+    from arena_assets.ranker.rebuilt_activations import Rebuild, rebuild_of
 
-    rebuilds = _LayerRebuilds()
-    made = torch.arange(6.0)
-    rebuilds.add(made, lambda: torch.arange(6.0))
-    view = made.view(2, 3)[1]
-    packed = rebuilds.pack(view)
-    assert not isinstance(packed, torch.Tensor)  # kept as the recipe
-    torch.testing.assert_close(rebuilds.unpack(packed), torch.tensor([3.0, 4.0, 5.0]), rtol=0, atol=0)
-    del made, view, packed
-    other = torch.zeros(6)
-    rebuilds.rebuilds[0].storage = other.untyped_storage().data_ptr()  # as if the allocator reused it
-    assert rebuilds.pack(other) is other
-    not_owner = torch.zeros(8)[2:]
-    rebuilds.add(not_owner, lambda: torch.zeros(6))
-    assert rebuilds.pack(not_owner) is not_owner
+    calls = []
+    rebuild = Rebuild(lambda: calls.append(1) or torch.arange(3.0), torch.device("cpu"))
+    keepers = [rebuild.keep() for _ in range(3)]  # q, k and v keep the normed hidden states
+    values = [keeper.get() for keeper in keepers]
+    assert len(calls) == 1 and all(v is values[0] for v in values)
+    assert rebuild.value is None  # the last keeper took it: nothing held after backward
+    assert rebuild_of(torch.zeros(2)) is None  # a tensor no layer handed out is kept as it is
 
 
 @pytest.mark.gpu

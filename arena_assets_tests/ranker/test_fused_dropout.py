@@ -53,7 +53,7 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
         for kernel in kernels:
             kernel.configs = [tile]  # one tile at a time (the interpreter cannot time them to choose)
         x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
-        out = fused_dropout.DropoutMatmul.apply(x, w, KEEP_P, seed)
+        out = fused_dropout.DropoutMatmul.apply(x, w, KEEP_P, seed, None)
         out.backward(grad)
         assert out.shape == (2, rows // 2, rank) and out.dtype == dtype
         pairs = (("out", out, reference), ("grad x", x.grad, xf.grad), ("grad w", w.grad, wf.grad))
