@@ -96,6 +96,8 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_2048_fast_kept_activations": ("train", 2048, {**FAST, "rebuild_activations": False}),
     "train_2048_fast_4rows": ("train", 2048, {**FAST, **ROWS_4}),
     "train_2048_fast_4rows_sixteenth": ("train", 2048, {**FAST, "gradient_checkpointing": 1 / 16, **ROWS_4}),
+    "train_2048_fast_kept_profiled": (
+        "train", 2048, {**FAST, "rebuild_activations": False, "profile_steps": 2}),
     "train_4096_fast": ("train", 4096, FAST),
     "train_4096_fast_eighth": ("train", 4096, {**FAST, "gradient_checkpointing": 0.125}),
     "train_4096_fast_quarter_kept_activations": (
@@ -119,6 +121,10 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_4096_packed_quarter": ("train", 4096, {**PACKED, "gradient_checkpointing": 0.25}),
     "train_real_recipe": ("train", "real", {**RECIPE, **STEP_16}),
     "train_real_recipe_packed": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True}),
+    "train_real_recipe_packed_third": (
+        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "gradient_checkpointing": 1 / 3}),
+    "train_real_recipe_packed_quarter": (
+        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "gradient_checkpointing": 0.25}),
     "train_real_recipe_packed_none": (
         "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "gradient_checkpointing": 0.0}),
     "train_real_recipe_packed_torch_dropout": (
@@ -337,7 +343,9 @@ def run_entry(module: str, config: dict, work: Path, name: str, *, keep_curve: b
         return {"error": (proc.stderr or proc.stdout)[-1500:], "wall": wall}
     metrics_dir = Path(config["output_dir"])
     metrics = json.loads((metrics_dir / "metrics.json").read_text())
-    return {**{k: v for k, v in metrics.items() if keep_curve or k != "train_loss_curve"}, "wall": wall}
+    kept = {k: v for k, v in metrics.items() if keep_curve or k != "train_loss_curve"}
+    # Which GPU ran it: two GPUs of one host differ by a few percent, so a comparison names its GPUs.
+    return {**kept, "wall": wall, "gpu_index": getattr(SLOTS.held, "gpu", None)}
 
 
 def train_variant(
