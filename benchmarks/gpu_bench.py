@@ -317,8 +317,13 @@ class GpuSlots:
             self.free.put(index)
 
     def env(self) -> dict[str, str]:
+        """The child's CUDA_VISIBLE_DEVICES: the held GPU among those this process sees (a bench run with
+        CUDA_VISIBLE_DEVICES=1 runs its children on GPU 1, not on the host's first)."""
         gpu = getattr(self.held, "gpu", None)
-        return {} if gpu is None else {"CUDA_VISIBLE_DEVICES": str(gpu)}
+        if gpu is None:
+            return {}
+        visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        return {"CUDA_VISIBLE_DEVICES": visible[gpu] if visible else str(gpu)}
 
 
 SLOTS = GpuSlots()

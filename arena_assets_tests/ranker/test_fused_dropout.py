@@ -66,6 +66,20 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
     fused_dropout.ROWS_PER_SPLIT = split_rows
 
 
+def _interpreter_breaks_on_numpy() -> bool:
+    """Triton's interpreter before 3.7 turns one-element arrays into loop bounds with int(), which numpy 2.4
+    and later refuse (a GPU machine's torch 2.11 pins Triton 3.6; there the GPU tests below cover the
+    kernels)."""
+    import numpy
+    import triton
+
+    def version(module: object) -> tuple[int, int]:
+        return tuple(int(part) for part in module.__version__.split(".")[:2])  # type: ignore[return-value]
+
+    return version(triton) < (3, 7) and version(numpy) >= (2, 4)
+
+
+@pytest.mark.skipif(_interpreter_breaks_on_numpy(), reason="this Triton's interpreter fails under this numpy")
 def test_kernels_match_their_mask_in_the_interpreter() -> None:
     script = "from arena_assets_tests.ranker.test_fused_dropout import check_kernels; import torch; " \
              "check_kernels('cpu', torch.float16)"  # fmt: skip
