@@ -77,7 +77,8 @@ class TrainConfig:
     lora_update_in_matmul: bool = True
     # In layers that are not recomputed, backward rebuilds the RMSNorm outputs and the SwiGLU product (one
     # elementwise kernel each, from tensors it keeps anyway) instead of keeping them for lora_A's weight
-    # gradients (ranker/rebuilt_activations.py): the same numbers, a third less activation memory.
+    # gradients (ranker/rebuilt_activations.py): the same numbers, a third less activation memory. lora_A's
+    # dropout functions keep the rebuild, so it takes lora_dropout > 0 with recompute_lora_dropout.
     rebuild_activations: bool = True
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     # torch.compile each decoder layer (one compiled graph serves all of them): fuses the elementwise work
