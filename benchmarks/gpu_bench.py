@@ -350,7 +350,8 @@ def run_entry(module: str, config: dict, work: Path, name: str, *, keep_curve: b
     metrics = json.loads((metrics_dir / "metrics.json").read_text())
     kept = {k: v for k, v in metrics.items() if keep_curve or k != "train_loss_curve"}
     # Which GPU ran it: two GPUs of one host differ by a few percent, so a comparison names its GPUs.
-    return {**kept, "wall": wall, "gpu_index": getattr(SLOTS.held, "gpu", None)}
+    gpu = SLOTS.env().get("CUDA_VISIBLE_DEVICES")
+    return {**kept, "wall": wall, "gpu_index": int(gpu) if gpu and gpu.isdigit() else gpu}
 
 
 def train_variant(

@@ -36,7 +36,9 @@ class Rebuild:
     def __init__(self, make: Callable[[], torch.Tensor], device: torch.device) -> None:
         self.make = make
         kind = device.type
-        self.autocast = (kind, torch.get_autocast_dtype(kind), torch.is_autocast_enabled(kind))
+        # The forward's autocast state, entered again to rebuild; None (the trainer's case: weights in the
+        # compute dtype, no autocast) spares backward the context, which costs more than its kernel's launch.
+        self.autocast = (kind, torch.get_autocast_dtype(kind)) if torch.is_autocast_enabled(kind) else None
         self.kept = 0
         self.value: torch.Tensor | None = None
 
@@ -46,9 +48,12 @@ class Rebuild:
 
     def get(self) -> torch.Tensor:
         if self.value is None:
-            device, dtype, enabled = self.autocast
-            with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
-                self.value = self.make()
+            with torch.no_grad():
+                if self.autocast is None:
+                    self.value = self.make()
+                else:
+                    with torch.autocast(self.autocast[0], dtype=self.autocast[1]):
+                        self.value = self.make()
         value = self.value
         self.kept -= 1
         if self.kept <= 0:

@@ -396,6 +396,12 @@ def test_a_rebuild_is_made_once_for_its_keepers_and_then_let_go() -> None:
     assert len(calls) == 1 and all(v is values[0] for v in values)
     assert rebuild.value is None  # the last keeper took it: nothing held after backward
     assert rebuild_of(torch.zeros(2)) is None  # a tensor no layer handed out is kept as it is
+    # Made under the forward's autocast, which backward does not run under.
+    a = torch.randn(4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        made = a @ a
+        rebuild = Rebuild(lambda: a @ a, a.device)
+    assert made.dtype == torch.bfloat16 and rebuild.keep().get().dtype == torch.bfloat16
 
 
 @pytest.mark.gpu
