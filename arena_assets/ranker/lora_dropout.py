@@ -6,10 +6,10 @@ hidden states, gate and up two more. At 14B and 2 x 2048 tokens that is about 15
 
 Here lora_A applies the dropout itself, in one autograd function that keeps only `x` (the tensor that q, k
 and v share, kept once; or only the call that rebuilds it, ranker/rebuilt_activations.py) and the
-random-number state before the mask was drawn. Backward draws the same mask
-again from that state. The numbers are peft's: the same mask, the same products. On a GPU, with `fused`,
-the mask is drawn inside lora_A's matmul kernels instead and never written (ranker/fused_dropout.py): the
-same distribution from another random stream.
+random-number state before the mask was drawn. Backward draws the same mask again from that state. The
+numbers are peft's: the same mask, the same products. On a GPU, with `fused`, the mask is drawn inside
+lora_A's matmul kernels instead and never written (ranker/fused_dropout.py): the same distribution from
+another random stream.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class _DropoutThenLinear(torch.autograd.Function):
         ctx.p = p
         dropped, _ = torch.native_dropout(x, p, True)
         ctx.rebuild = rebuild.keep() if rebuild is not None else None
-        ctx.save_for_backward(weight) if rebuild is not None else ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(*(() if rebuild is not None else (x,)), weight)
         return F.linear(dropped, weight)
 
     @staticmethod
