@@ -102,7 +102,6 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_2048_fast_unshared": ("train", 2048, {**FAST, "share_lora_inputs": False}),
     "train_2048_fast_kept_unshared": (
         "train", 2048, {**FAST, "rebuild_activations": False, "share_lora_inputs": False}),
-    "train_4096_fast_unshared": ("train", 4096, {**FAST, "share_lora_inputs": False}),
     "train_real_recipe_packed_unshared": (
         "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "share_lora_inputs": False}),
     # The whole child under cProfile: where the CPU's time goes in a step bound by its launches.
