@@ -98,15 +98,6 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_2048_fast_4rows_sixteenth": ("train", 2048, {**FAST, "gradient_checkpointing": 1 / 16, **ROWS_4}),
     "train_2048_fast_kept_profiled": (
         "train", 2048, {**FAST, "rebuild_activations": False, "profile_steps": 2}),
-    # lora_A of q/k/v and of gate/up: a kernel per projection, not one per group (ranker/lora_dropout.py)
-    "train_2048_fast_unshared": ("train", 2048, {**FAST, "share_lora_inputs": False}),
-    "train_2048_fast_kept_unshared": (
-        "train", 2048, {**FAST, "rebuild_activations": False, "share_lora_inputs": False}),
-    "train_real_recipe_packed_unshared": (
-        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "share_lora_inputs": False}),
-    # The whole child under cProfile: where the CPU's time goes in a step bound by its launches.
-    "train_2048_fast_kept_python_profiled": (
-        "train", 2048, {**FAST, "rebuild_activations": False, "python_profile": True}),
     "train_4096_fast": ("train", 4096, FAST),
     "train_4096_fast_eighth": ("train", 4096, {**FAST, "gradient_checkpointing": 0.125}),
     "train_4096_fast_quarter_kept_activations": (
@@ -338,18 +329,13 @@ class GpuSlots:
 SLOTS = GpuSlots()
 
 
-def run_entry(
-    module: str, config: dict, work: Path, name: str, *, keep_curve: bool = False,
-    python_profile: Path | None = None,
-) -> dict:
-    """Run one entry point as a child process and return its metrics.json plus wall time; with
-    `python_profile`, under cProfile, its statistics written there."""
+def run_entry(module: str, config: dict, work: Path, name: str, *, keep_curve: bool = False) -> dict:
+    """Run one entry point as a child process and return its metrics.json plus wall time."""
     config_path = work / f"{name}.json"
     config_path.write_text(json.dumps(config))
     start = time.perf_counter()
-    profiler = ["-m", "cProfile", "-o", str(python_profile)] if python_profile else []
     proc = subprocess.run(
-        [sys.executable, *profiler, "-m", module, "--config", str(config_path)],
+        [sys.executable, "-m", module, "--config", str(config_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -388,12 +374,9 @@ def train_variant(
     }
     if "profile_steps" in extra:
         config["profile_dir"] = str(work / f"profile_{name}")
-    python_profile = work / f"cprofile_{name}.pstats" if config.pop("python_profile", False) else None
-    result = run_entry("arena_assets.ranker.trainer", config, work, name, python_profile=python_profile)
+    result = run_entry("arena_assets.ranker.trainer", config, work, name)
     if "profile_steps" in extra and "error" not in result:
         result["profile_top"] = top_of_profile(Path(config["profile_dir"]) / "ops.json")
-    if python_profile and "error" not in result:
-        result["python_profile_top"] = top_of_python_profile(python_profile)
     return {
         **result,
         "flops_per_token": (4.0 + 2.0 * extra["gradient_checkpointing"]) * NON_EMBEDDING_PARAMS_14B,
@@ -409,25 +392,6 @@ def top_of_profile(ops_path: Path, count: int = 15) -> dict:
         "kernels": [[k["name"][:90], round(k["us"] / 1e3, 2), k["count"]] for k in kernels],
         "ops": [[o["name"], o["shapes"][:3], round(o["self_us"] / 1e3, 2), o["count"]] for o in ops],
     }
-
-
-def top_of_python_profile(path: Path, count: int = 30) -> dict:
-    """The Python functions the CPU spent the most time in, whole run (build, steps, saving): by own time
-    and by time including what they called; seconds, calls. cProfile's own cost inflates every call."""
-    import pstats
-
-    # (file, line, name) -> (calls, primitive calls, own seconds, cumulative seconds, callers)
-    stats = pstats.Stats(str(path)).stats
-
-    def label(key: tuple) -> str:
-        file, line, function = key
-        return f"{'/'.join(Path(file).parts[-2:])}:{line}:{function}" if line else function
-
-    def top(column: int) -> list:
-        ranked = sorted(stats.items(), key=lambda item: -item[1][column])[:count]
-        return [[label(key), round(value[column], 3), value[0]] for key, value in ranked]
-
-    return {"own_seconds": top(2), "cumulative_seconds": top(3)}
 
 
 def score_variant(

@@ -72,9 +72,6 @@ class TrainConfig:
     # With it, on a GPU: the dropout mask drawn inside lora_A's matmul kernels and never written (Triton,
     # ranker/fused_dropout.py); each element kept with the same probability, from another random stream.
     fused_lora_dropout: bool = True
-    # With it: the lora_A matrices of projections that read one tensor (q, k and v; gate and up) run in one
-    # kernel, which reads the tensor once and sums their input gradients itself; each keeps its own mask.
-    share_lora_inputs: bool = True
     # lora_B's matmul adds the scaled update to the projection's output in its epilogue (torch.addmm) instead
     # of peft's product, scaled copy and sum (ranker/lora_output.py): less memory traffic, one rounding.
     lora_update_in_matmul: bool = True

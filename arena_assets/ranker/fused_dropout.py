@@ -17,16 +17,10 @@ with `keep = hash(seed, row * K + column) >= p` (the hash's top 24 bits as a fra
 does, from another random stream: the seed is drawn from the GPU's torch generator, so a recomputed layer
 (whose RNG state torch's checkpointing restores) and a resumed run draw the same masks. The products
 accumulate in fp32 and round once.
-
-Projections that read one tensor (q, k and v; gate and up) stack their lora_A matrices and share each
-kernel call (`grouped_dropout_matmul`, through lora_dropout.SharedInput): the input is read once, each
-matrix draws its own mask from its own seed, and the input-gradient kernel sums the masked products in
-fp32, so autograd has no separate gradients of the input to add up for them.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -66,14 +60,11 @@ def _keep(seed, rows, cols, width, p):
     return (h >> 8).to(tl.float32) * (1.0 / 16777216.0) >= p
 
 
-@triton.autotune(configs=_TILES, key=["N", "K", "R"])
+@triton.autotune(configs=_TILES, key=["N", "K"])
 @triton.jit(do_not_specialize=["M"])
-def _forward_kernel(x, w, y, seed_ptr, M, N, K, R, p, scale,
+def _forward_kernel(x, w, y, seed_ptr, M, N, K, p, scale,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-    """y[g] = scale * (x * keep_g) @ w[g * R:(g + 1) * R].T: the N = G * R rows of w are G matrices of rank
-    R, each with its own mask (seed_ptr[g]); y is [G, M, R]. A tile of outputs lies within one group."""
-    group = (tl.program_id(1) * BLOCK_N) // R
-    seed = tl.load(seed_ptr + group).to(tl.uint32)
+    seed = tl.load(seed_ptr).to(tl.uint32)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     outs = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -85,45 +76,37 @@ def _forward_kernel(x, w, y, seed_ptr, M, N, K, R, p, scale,
         weight = tl.load(w + outs[None, :] * K + cols[:, None],
                          mask=(outs[None, :] < N) & (cols[:, None] < K), other=0.0)  # fmt: skip
         acc = tl.dot(tile, weight, acc)
-    local = outs - group * R
-    tl.store(y + group * M * R + rows[:, None] * R + local[None, :], (acc * scale).to(y.dtype.element_ty),
-             mask=(rows[:, None] < M) & (local[None, :] < R) & (outs[None, :] < N))  # fmt: skip
+    tl.store(y + rows[:, None] * N + outs[None, :], (acc * scale).to(y.dtype.element_ty),
+             mask=(rows[:, None] < M) & (outs[None, :] < N))  # fmt: skip
 
 
-@triton.autotune(configs=_TILES, key=["N", "K", "R"])
+@triton.autotune(configs=_TILES, key=["N", "K"])
 @triton.jit(do_not_specialize=["M"])
-def _grad_input_kernel(g, w, gx, seed_ptr, M, N, K, R, p, scale,
+def _grad_input_kernel(g, w, gx, seed_ptr, M, N, K, p, scale,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-    """gx = scale * sum over groups of keep_g * (g[g] @ w[group g's rows]): each group's mask applies to its
-    own product before the sum."""
+    seed = tl.load(seed_ptr).to(tl.uint32)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-    for group in range(0, N // R):
-        part = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-        for start in range(0, R, BLOCK_N):
-            local = start + tl.arange(0, BLOCK_N)
-            grad = tl.load(g + group * M * R + rows[:, None] * R + local[None, :],
-                           mask=(rows[:, None] < M) & (local[None, :] < R), other=0.0)  # fmt: skip
-            weight = tl.load(w + (group * R + local[:, None]) * K + cols[None, :],
-                             mask=(local[:, None] < R) & (cols[None, :] < K), other=0.0)  # fmt: skip
-            part = tl.dot(grad, weight, part)
-        seed = tl.load(seed_ptr + group).to(tl.uint32)
-        acc += tl.where(_keep(seed, rows, cols, K, p), part, tl.zeros_like(part))
-    tl.store(gx + rows[:, None] * K + cols[None, :], (acc * scale).to(gx.dtype.element_ty),
+    for start in range(0, N, BLOCK_N):
+        outs = start + tl.arange(0, BLOCK_N)
+        grad = tl.load(g + rows[:, None] * N + outs[None, :],
+                       mask=(rows[:, None] < M) & (outs[None, :] < N), other=0.0)  # fmt: skip
+        weight = tl.load(w + outs[:, None] * K + cols[None, :],
+                         mask=(outs[:, None] < N) & (cols[None, :] < K), other=0.0)  # fmt: skip
+        acc = tl.dot(grad, weight, acc)
+    acc = tl.where(_keep(seed, rows, cols, K, p), acc * scale, tl.zeros_like(acc))
+    tl.store(gx + rows[:, None] * K + cols[None, :], acc.to(gx.dtype.element_ty),
              mask=(rows[:, None] < M) & (cols[None, :] < K))  # fmt: skip
 
 
-@triton.autotune(configs=_TILES, key=["N", "K", "R"])
+@triton.autotune(configs=_TILES, key=["N", "K"])
 @triton.jit(do_not_specialize=["M", "rows_per_split"])
-def _grad_weight_kernel(g, x, partial, seed_ptr, M, N, K, R, p, scale, rows_per_split,
+def _grad_weight_kernel(g, x, partial, seed_ptr, M, N, K, p, scale, rows_per_split,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-    """partial[split] = scale * g[group, rows].T @ (x[rows] * keep_group) over this split's rows, in fp32,
-    for the group of R weight rows this tile of outputs lies in."""
-    group = (tl.program_id(0) * BLOCK_N) // R
-    seed = tl.load(seed_ptr + group).to(tl.uint32)
+    """partial[split] = scale * g[rows].T @ (x[rows] * keep) over this split's rows, in fp32."""
+    seed = tl.load(seed_ptr).to(tl.uint32)
     outs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    local = outs - group * R
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     split = tl.program_id(2)
     first = split * rows_per_split
@@ -131,9 +114,8 @@ def _grad_weight_kernel(g, x, partial, seed_ptr, M, N, K, R, p, scale, rows_per_
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for start in range(first, first + rows_per_split, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
-        grad = tl.load(g + group * M * R + rows[:, None] * R + local[None, :],
-                       mask=(rows[:, None] < end) & (local[None, :] < R) & (outs[None, :] < N),
-                       other=0.0)  # fmt: skip
+        grad = tl.load(g + rows[:, None] * N + outs[None, :],
+                       mask=(rows[:, None] < end) & (outs[None, :] < N), other=0.0)  # fmt: skip
         tile = tl.load(x + rows[:, None] * K + cols[None, :],
                        mask=(rows[:, None] < end) & (cols[None, :] < K), other=0.0)  # fmt: skip
         tile = tl.where(_keep(seed, rows, cols, K, p), tile, tl.zeros_like(tile))
@@ -151,17 +133,8 @@ def _mask_kernel(out, seed_ptr, M, K, p, BLOCK: tl.constexpr):
              mask=(rows[:, None] < M) & (cols[None, :] < K))  # fmt: skip
 
 
-def _block_n(rank: int, groups: int) -> int:
-    """Output features per tile: the rank's power of two up to 128; with several groups, a power of two that
-    divides the rank, so that no tile spans two groups (`groups_fit`)."""
-    if groups > 1:
-        return min(rank & -rank, 128)
+def _block_n(rank: int) -> int:
     return min(max(16, triton.next_power_of_2(rank)), 128)
-
-
-def groups_fit(rank: int) -> bool:
-    """Whether lora_A matrices of this rank can share one kernel: tiles of at least 16 features divide it."""
-    return rank % 16 == 0
 
 
 def keep_mask(seed: torch.Tensor, rows: int, width: int, p: float) -> torch.Tensor:
@@ -172,61 +145,45 @@ def keep_mask(seed: torch.Tensor, rows: int, width: int, p: float) -> torch.Tens
 
 
 def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the kernels take these inputs: half precision on a GPU (or on the CPU in Triton's interpreter,
-    as the CPU tests run them), the mask's counter in 32 bits."""
-    on_device = x.is_cuda or triton_interpreted()
-    return on_device and x.dtype in DTYPES and weight.dtype == x.dtype and x.numel() <= MAX_ELEMENTS
-
-
-def triton_interpreted() -> bool:
-    """Whether Triton runs kernels in its interpreter, on the CPU's tensors (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    """Whether the kernels take these inputs: half precision on a GPU, the mask's counter in 32 bits."""
+    return x.is_cuda and x.dtype in DTYPES and weight.dtype == x.dtype and x.numel() <= MAX_ELEMENTS
 
 
 class DropoutMatmul(torch.autograd.Function):
-    """y = dropout(x, p) @ weight.T with the mask drawn in the kernels (see module docstring).
-
-    With G seeds, `weight` holds G lora_A matrices stacked (G x rank rows) that read the same input, each
-    with its own mask, and y is [G, ..., rank]: one kernel reads x once for all of them, and backward sums
-    their input gradients in one kernel too."""
+    """y = dropout(x, p) @ weight.T with the mask drawn in the kernels (see module docstring)."""
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float, seeds: torch.Tensor,
-        rebuild: Rebuild | None,
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float, seed: torch.Tensor, rebuild: Rebuild | None
     ) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1]).contiguous()
         weight = weight.contiguous()
-        (rows, width), features, groups = flat.shape, weight.shape[0], seeds.numel()
-        rank = features // groups
-        out = torch.empty(groups, rows, rank, dtype=x.dtype, device=x.device)
-        block_n = _block_n(rank, groups)
+        (rows, width), rank = flat.shape, weight.shape[0]
+        out = torch.empty(rows, rank, dtype=x.dtype, device=x.device)
+        block_n = _block_n(rank)
 
         def grid(meta: dict) -> tuple[int, int]:
-            return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(features, block_n)
+            return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(rank, block_n)
 
-        _forward_kernel[grid](flat, weight, out, seeds, rows, features, width, rank, p, 1.0 / (1.0 - p),
-                              BLOCK_N=block_n)  # fmt: skip
+        _forward_kernel[grid](flat, weight, out, seed, rows, rank, width, p, 1.0 / (1.0 - p), BLOCK_N=block_n)
         # With a rebuild (ranker/rebuilt_activations.py), backward makes x again instead of keeping it.
         ctx.rebuild = rebuild.keep() if rebuild is not None else None
-        ctx.save_for_backward(*(() if rebuild is not None else (flat,)), weight, seeds)
+        ctx.save_for_backward(*(() if rebuild is not None else (flat,)), weight, seed)
         ctx.p, ctx.input_shape = p, x.shape
-        shape = (*x.shape[:-1], rank)
-        return out.view(*((groups,) if groups > 1 else ()), *shape)
+        return out.view(*x.shape[:-1], rank)
 
     @staticmethod
     def backward(
         ctx: Any, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
         if ctx.rebuild is not None:
-            weight, seeds = ctx.saved_tensors
+            weight, seed = ctx.saved_tensors
             flat = ctx.rebuild.get().reshape(-1, ctx.input_shape[-1]).contiguous()
         else:
-            flat, weight, seeds = ctx.saved_tensors
-        (rows, width), features, groups = flat.shape, weight.shape[0], seeds.numel()
-        rank = features // groups
-        grad = grad_out.reshape(groups, rows, rank).contiguous()
-        scale, block_n = 1.0 / (1.0 - ctx.p), _block_n(rank, groups)
+            flat, weight, seed = ctx.saved_tensors
+        (rows, width), rank = flat.shape, weight.shape[0]
+        grad = grad_out.reshape(-1, rank).contiguous()
+        scale, block_n = 1.0 / (1.0 - ctx.p), _block_n(rank)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.empty_like(flat)
@@ -234,40 +191,28 @@ class DropoutMatmul(torch.autograd.Function):
             def grid_x(meta: dict) -> tuple[int, int]:
                 return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(width, meta["BLOCK_K"])
 
-            _grad_input_kernel[grid_x](grad, weight, grad_x, seeds, rows, features, width, rank, ctx.p, scale,
+            _grad_input_kernel[grid_x](grad, weight, grad_x, seed, rows, rank, width, ctx.p, scale,
                                        BLOCK_N=block_n)  # fmt: skip
             grad_x = grad_x.view(ctx.input_shape)
         if ctx.needs_input_grad[1]:
             splits = min(triton.cdiv(rows, ROWS_PER_SPLIT), MAX_SPLITS)
             rows_per_split = triton.cdiv(rows, splits)
-            partial = torch.empty(splits, features, width, dtype=torch.float32, device=flat.device)
+            partial = torch.empty(splits, rank, width, dtype=torch.float32, device=flat.device)
 
             def grid_w(meta: dict) -> tuple[int, int, int]:
-                return triton.cdiv(features, block_n), triton.cdiv(width, meta["BLOCK_K"]), splits
+                return triton.cdiv(rank, block_n), triton.cdiv(width, meta["BLOCK_K"]), splits
 
-            _grad_weight_kernel[grid_w](grad, flat, partial, seeds, rows, features, width, rank, ctx.p, scale,
+            _grad_weight_kernel[grid_w](grad, flat, partial, seed, rows, rank, width, ctx.p, scale,
                                         rows_per_split, BLOCK_N=block_n)  # fmt: skip
             grad_w = partial.sum(0).to(weight.dtype)
         return grad_x, grad_w, None, None, None
 
 
-def _seeds(count: int, device: torch.device) -> torch.Tensor:
-    """Mask seeds from the torch generator of `device` (no synchronisation: they stay on the device)."""
-    return torch.randint(0, MAX_ELEMENTS, (count,), device=device, dtype=torch.int32)
-
-
 def dropout_matmul(
     x: torch.Tensor, weight: torch.Tensor, p: float, rebuild: Rebuild | None = None
 ) -> torch.Tensor:
-    """dropout(x, p) @ weight.T for training, the mask drawn in the kernels. `rebuild`: the call that makes
-    x again in backward, kept instead of x."""
-    return DropoutMatmul.apply(x, weight, p, _seeds(1, x.device), rebuild)
-
-
-def grouped_dropout_matmul(
-    x: torch.Tensor, weights: list[torch.Tensor], p: float, rebuild: Rebuild | None = None
-) -> tuple[torch.Tensor, ...]:
-    """dropout(x, p) @ w.T for each of `weights` (lora_A matrices of one rank that `groups_fit`), each with
-    its own mask, in one kernel that reads x once."""
-    out = DropoutMatmul.apply(x, torch.cat(weights), p, _seeds(len(weights), x.device), rebuild)
-    return out.unbind(0)
+    """dropout(x, p) @ weight.T for training, the mask drawn in the kernels; the seed comes from the torch
+    generator of x's device (no synchronisation: it stays on the device). `rebuild`: the call that makes x
+    again in backward, kept instead of x."""
+    seed = torch.randint(0, MAX_ELEMENTS, (1,), device=x.device, dtype=torch.int32)
+    return DropoutMatmul.apply(x, weight, p, seed, rebuild)

@@ -14,8 +14,6 @@ another random stream.
 
 from __future__ import annotations
 
-import os
-import weakref
 from typing import Any
 
 import torch
@@ -72,76 +70,16 @@ class DropoutLinear(torch.nn.Linear):
 
     dropout_p: float = 0.0
     fused: bool = False  # on a GPU, in half precision: the mask drawn in the matmul kernels
-    shared_input: SharedInput | None = None  # with `fused`: its group of lora_A matrices that read one input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.dropout_p > 0 and torch.is_grad_enabled():
-            # Triton is imported by GPU processes only (and by the CPU tests, which run it interpreted).
-            if self.fused and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
-                from arena_assets.ranker import fused_dropout
+            if self.fused and x.is_cuda:
+                from arena_assets.ranker import fused_dropout  # Triton: a GPU process's import
 
                 if fused_dropout.applies(x, self.weight):
-                    if self.shared_input is not None:
-                        return self.shared_input.output(self, x)
                     return fused_dropout.dropout_matmul(x, self.weight, self.dropout_p, rebuild_of(x))
             return _DropoutThenLinear.apply(x, self.weight, self.dropout_p, rebuild_of(x))
         return F.linear(F.dropout(x, self.dropout_p, self.training), self.weight)
-
-
-class SharedInput:
-    """The lora_A matrices of projections that read the same tensor: q, k and v (the attention's normed
-    input), gate and up (the MLP's). Whichever is called first computes all of them in one kernel that
-    reads the input once (ranker/fused_dropout.py), each with its own dropout mask, and the others take
-    theirs when they are called with that same tensor; called with any other, a member computes afresh."""
-
-    def __init__(self, members: list[DropoutLinear]) -> None:
-        self.members = members
-        self._input: weakref.ref[torch.Tensor] | None = None  # a weak reference: nothing held past its use
-        self._waiting: dict[int, torch.Tensor] = {}
-
-    def output(self, member: DropoutLinear, x: torch.Tensor) -> torch.Tensor:
-        index = self.members.index(member)
-        if self._input is not None and self._input() is x and index in self._waiting:
-            return self._waiting.pop(index)
-        from arena_assets.ranker import fused_dropout
-
-        outputs = fused_dropout.grouped_dropout_matmul(
-            x, [m.weight for m in self.members], member.dropout_p, rebuild_of(x)
-        )
-        self._input = weakref.ref(x)
-        self._waiting = {i: out for i, out in enumerate(outputs) if i != index}
-        return outputs[index]
-
-
-# Projections of a decoder layer's modules that read one tensor, in the order the layer calls them.
-SHARED_INPUTS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
-
-
-def share_inputs(model: torch.nn.Module) -> int:
-    """Group the fused lora_A matrices of projections that read the same tensor (`SharedInput`, in
-    `SHARED_INPUTS`): two or more of one module, one adapter, the same dropout and a rank the kernels can
-    tile per matrix. Returns how many groups."""
-    groups = 0
-    for module in model.modules():
-        for names in SHARED_INPUTS:
-            layers = [getattr(module, name, None) for name in names]
-            adapters = [getattr(layer, "lora_A", None) for layer in layers]
-            adapters = [a for a in adapters if isinstance(a, torch.nn.ModuleDict)]
-            for adapter in set.intersection(*(set(a.keys()) for a in adapters)) if adapters else ():
-                members = [a[adapter] for a in adapters]
-                if len(members) < 2 or not all(isinstance(m, DropoutLinear) and m.fused for m in members):
-                    continue
-                if len({(m.dropout_p, m.weight.shape, m.weight.dtype) for m in members}) != 1:
-                    continue
-                from arena_assets.ranker.fused_dropout import groups_fit  # Triton: fused members only
-
-                if not groups_fit(members[0].weight.shape[0]):
-                    continue
-                group = SharedInput(members)
-                for member in members:
-                    member.shared_input = group
-                groups += 1
-    return groups
 
 
 def recompute_lora_dropout(model: torch.nn.Module, *, fused: bool = False) -> int:

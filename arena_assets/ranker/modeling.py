@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from arena_assets.ranker.config import TrainConfig
-from arena_assets.ranker.lora_dropout import DropoutLinear, recompute_lora_dropout, share_inputs
+from arena_assets.ranker.lora_dropout import DropoutLinear, recompute_lora_dropout
 from arena_assets.ranker.rebuilt_activations import rebuild_activations, rebuilds_activations
 
 log = logging.getLogger(__name__)
@@ -181,8 +181,6 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
     dropouts = [m for m in model.modules() if isinstance(m, DropoutLinear)]
     fused = any(m.fused for m in dropouts)
     dropout = "in lora_A's kernels" if fused else "recomputed" if dropouts else "kept"
-    if any(m.shared_input is not None for m in dropouts):
-        dropout += " (q/k/v and gate/up sharing theirs)"
     from arena_assets.ranker.lora_output import AddmmLoraLinear  # peft: a training process's import
 
     update_in_matmul = any(isinstance(m, AddmmLoraLinear) for m in model.modules())
@@ -302,8 +300,6 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.d
         half = config.adapter_compute_dtype and dtype in (torch.bfloat16, torch.float16)
         fused = config.fused_lora_dropout and half and not config.compile_layers
         recompute_lora_dropout(peft_model, fused=fused and fused_dropout_available(device))
-        if config.share_lora_inputs:
-            share_inputs(peft_model)
     if config.lora_update_in_matmul:
         add_lora_in_matmul(peft_model)
     apply_gradient_checkpointing(peft_model, config.gradient_checkpointing)
