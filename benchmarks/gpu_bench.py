@@ -137,6 +137,14 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     # Passes 3 and 4 recorded with torch.profiler: time per pass by kind of work.
     "score_2048_packed_profiled": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
                                                    "profile_passes": 2}),
+    # The decoder's linear layers in float8 e4m3 (ranker/fp8.py); the bench compares its logits with the
+    # packed bf16 run's (the same random weights: the same seed in both processes).
+    "score_2048_packed_fp8": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
+                                              "fp8_matmuls": True}),
+    "score_2048_packed_fp8_profiled": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
+                                                       "fp8_matmuls": True, "profile_passes": 2}),
+    "score_real_packed_fp8": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
+                                                "fp8_matmuls": True}),
     "score_real_plain": ("score", "real", {"use_liger": "off"}),
     "score_real_fast": ("score", "real", {"use_liger": "auto"}),
     "score_real_packed": ("score", "real", {"use_liger": "auto", "pack_sequences": True}),
@@ -146,17 +154,46 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
 def dense_bf16_tflops() -> float:
     """Measured dense bf16 matmul rate (8192^3 on random data, median of 20)."""
     a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    return _tflops(lambda: a @ b, 8192)
+
+
+def dense_fp8_tflops() -> float:
+    """Measured dense e4m3 matmul rate (8192^3, row-wise scales, bf16 out, as ranker/fp8.py runs it)."""
+    a = torch.randn(8192, 8192, device="cuda").to(torch.float8_e4m3fn)
+    b = torch.randn(8192, 8192, device="cuda").to(torch.float8_e4m3fn)
+    scale_a, scale_b = torch.ones(8192, 1, device="cuda"), torch.ones(1, 8192, device="cuda")
+    return _tflops(
+        lambda: torch._scaled_mm(a, b.t(), scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16), 8192
+    )
+
+
+def _tflops(matmul: Any, size: int) -> float:
+    """TFLOP/s of a size^3 matmul: three runs to warm up, then the median of 20 timed ones."""
     for _ in range(3):
-        a @ b
+        matmul()
     times = []
     for _ in range(20):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        a @ b
+        matmul()
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
-    return 2 * 8192**3 / float(np.median(times)) / 1e12
+    return 2 * size**3 / float(np.median(times)) / 1e12
+
+
+def margin_agreement(reference: dict, other: dict) -> dict:
+    """How two scoring runs of the same rows (the same random weights) agree: the correlation of the A-B
+    logit margins over both orders, the share of the same sign, and the largest margin difference."""
+    frames = [pd.read_parquet(Path(r["output_dir"]) / "logits.parquet") for r in (reference, other)]
+    margins = [np.concatenate([f["a_logit"] - f["b_logit"], f["a_logit_swapped"] - f["b_logit_swapped"]])
+               for f in frames]  # fmt: skip
+    return {
+        "margin_correlation": float(np.corrcoef(*margins)[0, 1]),
+        "same_sign": float(np.mean(np.sign(margins[0]) == np.sign(margins[1]))),
+        "largest_margin_difference": float(np.abs(margins[0] - margins[1]).max()),
+        "reference_margin_std": float(margins[0].std()),
+    }
 
 
 def write_14b_dir(work: Path, tokenizer_dir: Path = TINY, name: str = "qwen14b-shape") -> Path:
@@ -412,6 +449,7 @@ def score_variant(
     if "profile_passes" in extra:
         config["profile_dir"] = str(work / f"profile_{name}")
     result = run_entry("arena_assets.ranker.scorer", config, work, name)
+    result["output_dir"] = config["output_dir"]  # its logits, for comparing runs (margin_agreement)
     if "profile_passes" in extra and "error" not in result:
         result["profile_top"] = top_of_profile(Path(config["profile_dir"]) / "ops.json")
     return {**result, "flops_per_token": 2.0 * NON_EMBEDDING_PARAMS_14B} if random_init else result
@@ -434,9 +472,10 @@ def main() -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     peak = dense_bf16_tflops()
-    results: dict[str, dict] = {
-        "env": {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dense_bf16_tflops": peak}
-    }
+    env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dense_bf16_tflops": peak}
+    if torch.cuda.get_device_capability() >= (8, 9):
+        env["dense_fp8_tflops"] = dense_fp8_tflops()
+    results: dict[str, dict] = {"env": env}
     print(json.dumps(results["env"]), flush=True)
     # Any tokenizer serves the equal-length rows: the `--real` run's when carried, else the embedded one
     # (which `arena build-demo` writes; the GPU machine's tree lacks it).
@@ -486,6 +525,15 @@ def main() -> None:
         results["loss_2048"] = compare_loss_curves({k: futures[f"loss_2048:{k}"].result() for k in LOSS_RUNS},
                                                    args.loss_steps)  # fmt: skip
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    # Logits against the packed bf16 run's where both ran: fp8's, and the plain recipe's (bf16 both, padded
+    # against packed: the control that the two processes built the same random weights).
+    for length in ("2048", "real"):
+        for other in ("packed_fp8", "plain"):
+            pair = results.get(f"score_{length}_packed"), results.get(f"score_{length}_{other}")
+            if pair[0] and pair[1] and "error" not in pair[0] and "error" not in pair[1]:
+                pair[1]["against_packed_bf16"] = margin_agreement(*pair)
+                print(f"score_{length}_{other} against packed bf16: {pair[1]['against_packed_bf16']}")
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
     # One file for every run's log tail: the device tool brings back at most 8 files.
     tails = [f"===== {log.stem}\n{log.read_text()[-8000:]}" for log in sorted(work.glob("*.log"))]
     (args.out / "logs.txt").write_text("\n".join(tails))

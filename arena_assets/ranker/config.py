@@ -181,6 +181,9 @@ class ScoreConfig:
     device_map: Literal["single", "auto"] = "single"
     use_liger: Literal["auto", "on", "off"] = "auto"
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    # The decoder's linear layers in float8 e4m3 (ranker/fp8.py; a GPU with fp8 tensor cores, or the CPU):
+    # weights per output channel, inputs per token. Faster; the logits move by e4m3's rounding.
+    fp8_matmuls: bool = False
     # set: after two forward passes, record profile_passes of them with torch.profiler into this directory
     # (ranker/profiling.py; the metrics carry the time per pass by kind of work as profile_*)
     profile_dir: str = ""

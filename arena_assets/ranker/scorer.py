@@ -41,8 +41,9 @@ from arena_assets.ranker.artifacts import (
 from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import ScoreConfig, config_to_dict
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
+from arena_assets.ranker.fp8 import quantize_linears, require_fp8
 from arena_assets.ranker.head import LetterHead, padded_tokens, score_packed, score_sequences
-from arena_assets.ranker.modeling import load_backbone, peak_memory_gb, resolve_dtype
+from arena_assets.ranker.modeling import decoder_layers, load_backbone, peak_memory_gb, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.profiling import StepProfiler, summary_metrics
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
@@ -67,6 +68,11 @@ def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[Letter
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, config.adapter_dir)
+    if config.fp8_matmuls:
+        if config.adapter_dir:
+            model = model.merge_and_unload()  # the adapter's update inside the weights that are quantized
+        require_fp8(device)
+        quantize_linears(decoder_layers(model))
     head = LetterHead(model, letter_token_ids(tokenizer)).eval()
     return head, tokenizer, model.get_input_embeddings().weight.device
 

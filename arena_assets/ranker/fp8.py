@@ -1,0 +1,107 @@
+"""fp8 matmuls for scoring: a decoder's frozen linear layers in float8 (e4m3), inference only.
+
+Scoring spends about four fifths of a forward pass in the decoder's projections (benchmarks/RESULTS.md),
+and an H100 or H200 multiplies e4m3 at twice its bf16 rate. Here each weight is quantized once, per output
+channel: the row's largest magnitude maps to e4m3's largest, 448. Each input is quantized per row (token)
+at each call, in one pass; q, k and v (which read one tensor) share its quantization. The matmul
+accumulates in fp32 and writes the compute dtype (`torch._scaled_mm`, row-wise scales).
+
+The letter logits move: e4m3 keeps 3 mantissa bits, so each weight and input is off by up to 1/16 of its
+value, and the errors average out over the dot products. So it is opt-in (`ScoreConfig.fp8_matmuls`), and
+the scorer's fingerprint holds it: fp8 logits never mix with bf16 ones in one output. The tests bound the
+difference on the demo's trained model.
+
+    quantize_linears(decoder_layers(model))  # after loading (a merged model: no adapters); returns a count
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+E4M3 = torch.float8_e4m3fn
+E4M3_MAX = float(torch.finfo(E4M3).max)  # 448
+# A row of zeros keeps a finite scale.
+MIN_AMAX = 1e-12
+_QUANTIZED = "_arena_fp8"  # the tensor attribute holding an input's quantization, for its sibling projections
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K] -> (e4m3 [M, K], fp32 scales [M, 1]) with x ~ q * scale, each row scaled to e4m3's range.
+
+    On a GPU one Triton kernel reads x once; elsewhere torch's operations compute the same numbers."""
+    if x.is_cuda:
+        from arena_assets.ranker.fp8_kernels import quantize_rows_kernel  # Triton: a GPU process's import
+
+        return quantize_rows_kernel(x)
+    return quantize_rows_torch(x)
+
+
+def quantize_rows_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`quantize_rows` in torch's operations (any device)."""
+    amax = x.abs().amax(dim=1, keepdim=True).float().clamp(min=MIN_AMAX)
+    # x times the reciprocal, as the kernel computes it.
+    q = (x.float() * (E4M3_MAX / amax)).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
+    return q, amax / E4M3_MAX
+
+
+class Fp8Linear(nn.Module):
+    """A frozen nn.Linear whose matmul runs in e4m3 (see module docstring); bias and output in the input's
+    dtype."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        quantized, scale = quantize_rows_torch(linear.weight.detach())  # once: per output channel
+        self.register_buffer("weight_fp8", quantized)  # [out, in], row-major: the matmul takes its .t()
+        self.register_buffer("weight_scale", scale.t().contiguous())  # [1, out]
+        bias = linear.bias
+        self.register_buffer("bias", bias.detach().clone() if bias is not None else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise RuntimeError("Fp8Linear is for scoring (no gradients); train with the bf16 weights")
+        quantized = getattr(x, _QUANTIZED, None)  # the same input, quantized by a sibling projection
+        if quantized is None:
+            quantized = quantize_rows(x.reshape(-1, self.in_features))
+            setattr(x, _QUANTIZED, quantized)
+        values, scale = quantized
+        out = torch._scaled_mm(
+            values, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=x.dtype
+        )
+        if self.bias is not None:
+            out.add_(self.bias)
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, e4m3"
+
+
+def require_fp8(device: torch.device) -> None:
+    """Raise unless `device` multiplies e4m3: a GPU of compute capability 8.9 or later (Ada, Hopper), or the
+    CPU (slowly: for tests and the demo)."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+        name = torch.cuda.get_device_name(device)
+        raise RuntimeError(
+            f"fp8_matmuls: {name} has no fp8 tensor cores (compute capability 8.9 or later: L4, H100, H200); "
+            "score without fp8_matmuls"
+        )
+
+
+def quantize_linears(layers: list[nn.Module]) -> int:
+    """Replace every nn.Linear inside these (decoder) layers with an Fp8Linear, freeing the original
+    weights; returns how many. Sizes must be multiples of 16 (the fp8 matmul's tiles)."""
+    count = 0
+    for layer in layers:
+        for parent in list(layer.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is not nn.Linear:
+                    continue
+                if child.in_features % 16 or child.out_features % 16:
+                    raise ValueError(
+                        f"fp8_matmuls: {name} is {child.in_features} x {child.out_features}; the fp8 matmul "
+                        "needs multiples of 16: score this model without fp8_matmuls"
+                    )
+                setattr(parent, name, Fp8Linear(child))
+                count += 1
+    return count

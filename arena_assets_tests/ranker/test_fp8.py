@@ -1,0 +1,120 @@
+"""fp8 scoring: e4m3 quantization within its rounding, the fp8 matmul's arithmetic, and letter logits close
+to full precision on the demo's trained stage-1 model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from arena_assets.ranker import fp8
+from arena_assets.ranker.config import ScoreConfig
+from arena_assets.ranker.data import encode_frame
+from arena_assets.ranker.head import score_sequences
+from arena_assets.ranker.prompt import PromptTemplate
+from arena_assets.ranker.scorer import fingerprint, load_scoring_head
+from arena_assets_tests.ranker.conftest import PairFiles
+
+# e4m3 keeps 3 mantissa bits: a normal value rounds within 2**-4 of itself; the smallest subnormal step is
+# 2**-9 of the scale, so a value near zero rounds within half of it.
+RELATIVE_ROUNDING = 2**-4
+SUBNORMAL_HALF_STEP = 2**-10
+
+
+def _rows(seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 200, generator=generator) * torch.tensor([1e-3, 1.0, 30.0, 1e4, 1.0, 0.0])[:, None]
+    x[4, 7] = 500.0  # one outlier sets its row's scale
+    return x
+
+
+def test_rows_quantize_within_e4m3_rounding() -> None:
+    x = _rows()
+    q, scale = fp8.quantize_rows(x)
+    assert q.dtype == fp8.E4M3 and scale.shape == (6, 1) and torch.isfinite(scale).all()
+    back = q.float() * scale
+    bound = RELATIVE_ROUNDING * x.abs() + SUBNORMAL_HALF_STEP * scale + 1e-12
+    assert ((back - x).abs() <= bound).all()
+    assert (q.float().abs().amax(dim=1)[:5] == fp8.E4M3_MAX).all()  # each row's largest maps to 448
+    assert (back[5] == 0).all()  # a row of zeros stays zero, with a finite scale
+
+
+def test_fp8_linear_is_the_matmul_of_the_quantized_operands() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(2, 5, 64)
+    layer = fp8.Fp8Linear(linear)
+    with torch.no_grad():
+        got, want = layer(x), linear(x)
+    q_x, s_x = fp8.quantize_rows(x.reshape(-1, 64))
+    exact = (q_x.float() * s_x) @ (layer.weight_fp8.float() * layer.weight_scale.T).T + linear.bias
+    torch.testing.assert_close(got.reshape(-1, 48), exact.detach(), rtol=1e-5, atol=1e-5)
+    relative = ((got - want).norm() / want.norm()).item()
+    assert 0 < relative < 0.05, relative
+    with pytest.raises(RuntimeError, match="for scoring"):
+        layer(x.requires_grad_())
+
+
+def test_q_k_and_v_share_their_input_quantization(
+    demo_backbone: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = AutoModelForCausalLM.from_pretrained(demo_backbone, dtype=torch.float32).eval()
+    layers = list(model.model.layers)
+    assert fp8.quantize_linears(layers) == 7 * len(layers)
+    assert not any(type(m) is torch.nn.Linear for layer in layers for m in layer.modules())
+    calls = []
+    real = fp8.quantize_rows
+    monkeypatch.setattr(fp8, "quantize_rows", lambda x: calls.append(x.shape) or real(x))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[5, 6, 7, 8]]))
+    # A layer's inputs: the attention's (q, k, v), o's, the MLP's (gate, up) and down's.
+    assert len(calls) == 4 * len(layers)
+
+
+def test_fp8_letter_logits_stay_close_on_the_trained_demo_model(
+    merged_stage1: Path, hard_label_files: PairFiles
+) -> None:
+    """The demo's stage-1 model scores 200 validation rows in fp32 and with fp8 matmuls: the same winner for
+    nearly every row, the A-B margins almost perfectly correlated, the accuracy kept."""
+    frame = pd.read_parquet(hard_label_files.validation).head(200)
+    margins = {}
+    for fp8_matmuls in (False, True):
+        config = ScoreConfig(model=str(merged_stage1), max_length=512, fp8_matmuls=fp8_matmuls)
+        head, tokenizer, device = load_scoring_head(config, torch.device("cpu"))
+        template = PromptTemplate.from_tokenizer(tokenizer)
+        encoded = encode_frame(template, frame, max_length=512, rebalance=True)
+        logits = score_sequences(head, encoded.input_ids, pad_token_id=tokenizer.pad_token_id,
+                                 token_budget=8192, max_batch_rows=32, device=device)  # fmt: skip
+        margins[fp8_matmuls] = logits[:, 0] - logits[:, 1]
+    full, quantized = margins[False], margins[True]
+    assert np.isfinite(quantized).all() and not np.array_equal(full, quantized)
+    agreement = float(np.mean(np.sign(full) == np.sign(quantized)))
+    correlation = float(np.corrcoef(full, quantized)[0, 1])
+    assert agreement >= 0.97 and correlation >= 0.995, (agreement, correlation)  # measured: 1.0, 0.99989
+    truth = frame["winner"].map({"model_a": 1.0, "model_b": -1.0}).to_numpy()
+    accuracy = {k: float(np.mean(np.sign(v) == truth)) for k, v in margins.items()}
+    assert accuracy[True] >= accuracy[False] - 0.02, accuracy  # measured: 0.96 both
+    assert fingerprint(config) != fingerprint(ScoreConfig(model=str(merged_stage1), max_length=512))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fp8 kernel and matmul on a GPU")
+def test_the_kernel_quantizes_as_torch_does_and_the_gpu_matmul_agrees() -> None:
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("no fp8 tensor cores")
+    x = _rows().cuda().to(torch.bfloat16)
+    q, scale = fp8.quantize_rows(x)
+    q_ref, scale_ref = fp8.quantize_rows_torch(x)
+    assert torch.equal(scale, scale_ref)
+    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 128).cuda().to(torch.bfloat16)
+    x = torch.randn(3, 50, 256, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        got, want = fp8.Fp8Linear(linear)(x), linear(x)
+    assert got.dtype == torch.bfloat16
+    assert ((got.float() - want.float()).norm() / want.float().norm()).item() < 0.05
