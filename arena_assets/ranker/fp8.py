@@ -40,9 +40,10 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def quantize_rows_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`quantize_rows` in torch's operations (any device)."""
     amax = x.abs().amax(dim=1, keepdim=True).float().clamp(min=MIN_AMAX)
-    # x times the reciprocal, as the kernel computes it.
-    q = (x.float() * (E4M3_MAX / amax)).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
-    return q, amax / E4M3_MAX
+    # Reciprocals and products only, as the kernel computes them (a division by a scalar is a product by its
+    # reciprocal on some devices and not on others).
+    q = (x.float() * (amax.reciprocal() * E4M3_MAX)).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
+    return q, amax * (1.0 / E4M3_MAX)
 
 
 class Fp8Linear(nn.Module):
@@ -66,9 +67,13 @@ class Fp8Linear(nn.Module):
             quantized = quantize_rows(x.reshape(-1, self.in_features))
             setattr(x, _QUANTIZED, quantized)
         values, scale = quantized
-        out = torch._scaled_mm(
-            values, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=x.dtype
-        )
+        if x.is_cuda:
+            out = torch._scaled_mm(
+                values, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=x.dtype
+            )
+        else:  # the same products of the quantized operands in fp32 (the CPU has no row-wise fp8 matmul)
+            weight = self.weight_fp8.float() * self.weight_scale.t()
+            out = ((values.float() * scale) @ weight.t()).to(x.dtype)
         if self.bias is not None:
             out.add_(self.bias)
         return out.view(*x.shape[:-1], self.out_features)
@@ -78,8 +83,8 @@ class Fp8Linear(nn.Module):
 
 
 def require_fp8(device: torch.device) -> None:
-    """Raise unless `device` multiplies e4m3: a GPU of compute capability 8.9 or later (Ada, Hopper), or the
-    CPU (slowly: for tests and the demo)."""
+    """Raise unless `device` multiplies e4m3: a GPU of compute capability 8.9 or later (Ada, Hopper); the CPU
+    computes the same products of the quantized operands in fp32 (tests and the demo)."""
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
         name = torch.cuda.get_device_name(device)
         raise RuntimeError(

@@ -3,7 +3,7 @@
 torch's operations take five passes over the input and an fp32 copy of it (abs, max, convert, multiply,
 cast); this kernel reads each row twice from cache-friendly blocks (its largest magnitude, then the
 quantized values) and writes e4m3 and one scale per row. The numbers are those of the torch operations: the
-same fp32 reciprocal times x, rounded to the nearest e4m3 and clamped to its range.
+same fp32 reciprocal and products, rounded to the nearest e4m3 and clamped to its range.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ _BLOCK = 1024
 
 
 @triton.jit
-def _quantize_rows(x, q, scales, K, largest, smallest_amax, BLOCK: tl.constexpr):
+def _quantize_rows(x, q, scales, K, largest, inverse_largest, smallest_amax, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     amax = tl.zeros((BLOCK,), dtype=tl.float32)
     for start in range(0, K, BLOCK):
@@ -26,9 +26,9 @@ def _quantize_rows(x, q, scales, K, largest, smallest_amax, BLOCK: tl.constexpr)
         values = tl.load(x + row * K + cols, mask=cols < K, other=0.0).to(tl.float32)
         amax = tl.maximum(amax, tl.abs(values))
     peak = tl.maximum(tl.max(amax, axis=0), smallest_amax)
-    # Correctly rounded divisions, as torch's (Triton's `/` may approximate).
-    tl.store(scales + row, tl.math.div_rn(peak, largest))
-    inverse = tl.math.div_rn(largest, peak)
+    # A correctly rounded reciprocal (Triton's `/` may approximate) and products, as quantize_rows_torch.
+    tl.store(scales + row, peak * inverse_largest)
+    inverse = tl.math.div_rn(1.0, peak) * largest
     for start in range(0, K, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         values = tl.load(x + row * K + cols, mask=cols < K, other=0.0).to(tl.float32)
@@ -42,5 +42,5 @@ def quantize_rows_kernel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rows, width = x.shape
     q = torch.empty(rows, width, dtype=E4M3, device=x.device)
     scales = torch.empty(rows, 1, dtype=torch.float32, device=x.device)
-    _quantize_rows[(rows,)](x, q, scales, width, E4M3_MAX, MIN_AMAX, BLOCK=_BLOCK)
+    _quantize_rows[(rows,)](x, q, scales, width, E4M3_MAX, 1.0 / E4M3_MAX, MIN_AMAX, BLOCK=_BLOCK)
     return q, scales

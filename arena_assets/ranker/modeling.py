@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from arena_assets.ranker.lora_dropout import DropoutLinear, recompute_lora_dropo
 from arena_assets.ranker.rebuilt_activations import rebuild_activations, rebuilds_activations
 
 log = logging.getLogger(__name__)
+RANDOM_INIT_SEED = 0  # random_init's weights (benchmarks)
 
 
 def resolve_dtype(precision: str, device: torch.device, *, training: bool = False) -> torch.dtype:
@@ -98,7 +100,7 @@ def load_backbone(
     if random_init:
         log.warning("random_init: %s built from its config with RANDOM weights (benchmark only)", path)
         config = AutoConfig.from_pretrained(path)
-        with torch.device(device):
+        with _seeded_random_init(), torch.device(device):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)
@@ -132,14 +134,25 @@ def _random_init_spread(path: str, *, dtype: torch.dtype, attn_implementation: s
     no_split = model._no_split_modules
     budget = get_balanced_memory(model, dtype=dtype, no_split_module_classes=no_split)
     placement = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split, dtype=dtype)
-    for name, param in model.named_parameters():
-        where = next(placement[p] for p in _prefixes(name) if p in placement)
-        value = torch.empty(param.shape, dtype=dtype, device=where).normal_(0.0, config.initializer_range)
-        set_module_tensor_to_device(model, name, where, value=value)
+    with _seeded_random_init():
+        for name, param in model.named_parameters():
+            where = next(placement[p] for p in _prefixes(name) if p in placement)
+            value = torch.empty(param.shape, dtype=dtype, device=where).normal_(0.0, config.initializer_range)
+            set_module_tensor_to_device(model, name, where, value=value)
     for name, buffer in model.named_buffers():  # rotary frequencies: computed, not loaded
         if buffer.is_meta:
             raise RuntimeError(f"random_init with a device map left buffer {name} unset")
     return dispatch_model(model, device_map=placement)
+
+
+@contextlib.contextmanager
+def _seeded_random_init() -> Iterator[None]:
+    """Random weights from a fixed seed, so that every process and every benchmark run builds the same
+    model (their outputs compare); the caller's random state is restored after."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        yield
 
 
 def _prefixes(name: str) -> list[str]:

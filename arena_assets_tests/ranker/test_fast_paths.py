@@ -429,3 +429,17 @@ def test_rebuilt_activations_give_the_same_numbers_with_liger_and_fused_dropout(
         cosine = torch.nn.functional.cosine_similarity(grads_rebuilt[name].float().flatten(),
                                                        grad.float().flatten(), dim=0)  # fmt: skip
         assert cosine > 0.9999, f"{name}: rebuilt activations changed the gradient (cosine {cosine:.6f})"
+
+
+def test_random_init_builds_the_same_weights_and_leaves_the_callers_random_state(demo_backbone: Path) -> None:
+    """Benchmark processes compare their outputs, so random_init builds one model from a fixed seed."""
+    models, draws = [], []
+    for _ in range(2):
+        torch.manual_seed(5)
+        models.append(modeling.load_backbone(str(demo_backbone), dtype=torch.float32,
+                                             device=torch.device("cpu"), random_init=True))  # fmt: skip
+        draws.append(torch.rand(3))
+    torch.manual_seed(5)
+    assert torch.equal(draws[0], torch.rand(3)) and torch.equal(draws[0], draws[1])
+    pairs = list(zip(models[0].parameters(), models[1].parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in pairs)
