@@ -184,6 +184,10 @@ class ScoreConfig:
     # The decoder's linear layers in float8 e4m3 (ranker/fp8.py; a GPU with fp8 tensor cores, or the CPU):
     # weights per output channel, inputs per token. Faster; the logits move by e4m3's rounding.
     fp8_matmuls: bool = False
+    # With it: the first rows scored in full precision and in fp8 before the run; it stops unless the winner
+    # stays for at least fp8_min_same_winner of them (the figures land in the metrics as fp8_*).
+    fp8_check_rows: int = 256
+    fp8_min_same_winner: float = 0.95
     # set: after two forward passes, record profile_passes of them with torch.profiler into this directory
     # (ranker/profiling.py; the metrics carry the time per pass by kind of work as profile_*)
     profile_dir: str = ""
@@ -192,6 +196,8 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         _require(self.token_budget >= self.max_length, "token_budget must hold at least one max_length row")
         _require(self.rows_per_shard > 0, "rows_per_shard must be positive")
+        _require(self.fp8_check_rows >= 0, "fp8_check_rows must be 0 (no check) or more")
+        _require(0.0 <= self.fp8_min_same_winner <= 1.0, "fp8_min_same_winner is a share, 0 to 1")
 
 
 @dataclass

@@ -16,6 +16,7 @@ difference on the demo's trained model.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,3 +111,14 @@ def quantize_linears(layers: list[nn.Module]) -> int:
                 setattr(parent, name, Fp8Linear(child))
                 count += 1
     return count
+
+
+def margin_agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """Two scorings of the same rows, letter logits [N, 2] each: the share of rows whose A-B margin has the
+    same sign (the same winner) and the margins' correlation (nan for fewer than two rows or a constant)."""
+    a, b = reference[:, 0] - reference[:, 1], other[:, 0] - other[:, 1]
+    constant = len(a) < 2 or a.std() == 0 or b.std() == 0
+    return {
+        "same_winner": float(np.mean(np.sign(a) == np.sign(b))),
+        "margin_correlation": float("nan") if constant else float(np.corrcoef(a, b)[0, 1]),
+    }

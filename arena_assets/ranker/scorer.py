@@ -41,7 +41,7 @@ from arena_assets.ranker.artifacts import (
 from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import ScoreConfig, config_to_dict
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
-from arena_assets.ranker.fp8 import quantize_linears, require_fp8
+from arena_assets.ranker.fp8 import margin_agreement, quantize_linears, require_fp8
 from arena_assets.ranker.head import LetterHead, padded_tokens, score_packed, score_sequences
 from arena_assets.ranker.modeling import decoder_layers, load_backbone, peak_memory_gb, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
@@ -49,9 +49,12 @@ from arena_assets.ranker.profiling import StepProfiler, summary_metrics
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
 
 
-def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[LetterHead, Any, torch.device]:
+def load_scoring_head(
+    config: ScoreConfig, device: torch.device, *, quantize: bool = True
+) -> tuple[LetterHead, Any, torch.device]:
     """The model (merged, or backbone plus adapter) as a letter head in eval mode, its tokenizer, and the
-    device its inputs go to (the first GPU of a device map)."""
+    device its inputs go to (the first GPU of a device map). With fp8_matmuls its linear layers are quantized,
+    unless `quantize` is off (the caller quantizes after scoring rows in full precision to compare)."""
     tokenizer = load_tokenizer(config.adapter_dir or config.model)
     spread = config.device_map == "auto" and device.type == "cuda"
     model = load_backbone(
@@ -69,16 +72,19 @@ def load_scoring_head(config: ScoreConfig, device: torch.device) -> tuple[Letter
 
         model = PeftModel.from_pretrained(model, config.adapter_dir)
     if config.fp8_matmuls:
+        require_fp8(device)
         if config.adapter_dir:
             model = model.merge_and_unload()  # the adapter's update inside the weights that are quantized
-        require_fp8(device)
-        quantize_linears(decoder_layers(model))
+        if quantize:
+            quantize_linears(decoder_layers(model))
     head = LetterHead(model, letter_token_ids(tokenizer)).eval()
     return head, tokenizer, model.get_input_embeddings().weight.device
 
 
 # Settings that change where things go or what is recorded, never the logits.
-NOT_IN_FINGERPRINT = ("output_dir", "input_path", "profile_dir", "profile_passes")
+NOT_IN_FINGERPRINT = (
+    "output_dir", "input_path", "profile_dir", "profile_passes", "fp8_check_rows", "fp8_min_same_winner"
+)
 
 
 def fingerprint(config: ScoreConfig) -> dict[str, Any]:
@@ -122,8 +128,14 @@ def score(config: ScoreConfig) -> dict[str, Any]:
             barrier=accelerator.wait_for_everyone,
             log=reporter.warning,
         )
-        head, tokenizer, device = load_scoring_head(config, accelerator.device)
+        head, tokenizer, device = load_scoring_head(config, accelerator.device, quantize=False)
         template = PromptTemplate.from_tokenizer(tokenizer)
+        fp8_check = (
+            quantize_with_check(head, frame, template, config, tokenizer.pad_token_id, device)
+            if config.fp8_matmuls else {}
+        )  # fmt: skip
+        if fp8_check:
+            reporter.info(f"fp8 matmuls: {fp8_check}")
 
         shard_count = -(-len(frame) // config.rows_per_shard)
         mine = [k for k in range(shard_count) if k % accelerator.num_processes == accelerator.process_index]
@@ -139,16 +151,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 for other in shard_dir.glob(f"shard-{k:05d}-*.parquet"):  # these rows' older version
                     other.unlink()
                 result = pd.DataFrame({"id": part["id"].astype(str).to_numpy()})
-                orders = [
-                    encode_frame(
-                        template,
-                        part,
-                        max_length=config.max_length,
-                        rebalance=config.rebalance_truncation,
-                        swapped=swapped,
-                    )
-                    for swapped in ((False, True) if config.both_orders else (False,))
-                ]
+                orders = encode_orders(template, part, config)
                 scoring_start = time.perf_counter()
                 logits, pass_padded, pass_shared = _score_orders(
                     head, orders, config, tokenizer.pad_token_id, device, profiler.step
@@ -187,6 +190,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
                 "wall_seconds": time.perf_counter() - start,
                 "peak_memory_gb": peak_memory_gb(),
                 "finite": bool(np.isfinite(values).all()),
+                **{f"fp8_{k}": v for k, v in fp8_check.items()},
                 **summary_metrics(profiler.summary, "pass"),
             }
             with atomic_directory(output_dir) as tmp:
@@ -203,9 +207,46 @@ def score(config: ScoreConfig) -> dict[str, Any]:
         return metrics
 
 
+def encode_orders(template: PromptTemplate, part: pd.DataFrame, config: ScoreConfig) -> list[Any]:
+    """These rows encoded as shown, and swapped (response B shown as A) unless `both_orders` is off."""
+    return [
+        encode_frame(template, part, max_length=config.max_length, rebalance=config.rebalance_truncation,
+                     swapped=swapped)  # fmt: skip
+        for swapped in ((False, True) if config.both_orders else (False,))
+    ]
+
+
+def quantize_with_check(
+    head: LetterHead, frame: pd.DataFrame, template: PromptTemplate, config: ScoreConfig, pad_token_id: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Quantize the head's linear layers to fp8 (ranker/fp8.py), having scored the first `fp8_check_rows`
+    rows before and after: how often the winner stays and how the A-B margins correlate, both orders.
+
+    Raises when the winner stays for fewer than `fp8_min_same_winner` of them: then fp8's rounding moves this
+    model's logits too far to trust its scores."""
+    rows = frame.head(config.fp8_check_rows)
+    if rows.empty:
+        quantize_linears(decoder_layers(head.model))
+        return {}
+    orders = encode_orders(template, rows, config)
+    before, _, _ = _score_orders(head, orders, config, pad_token_id, device, None)
+    quantize_linears(decoder_layers(head.model))
+    after, _, _ = _score_orders(head, orders, config, pad_token_id, device, None)
+    check = {"check_rows": len(rows), **margin_agreement(np.concatenate(before), np.concatenate(after))}
+    if check["same_winner"] < config.fp8_min_same_winner:
+        raise ValueError(
+            f"fp8_matmuls: on the first {len(rows)} rows of {config.input_path} the fp8 model picks the "
+            f"full-precision winner for {check['same_winner']:.1%} of them (fp8_min_same_winner "
+            f"{config.fp8_min_same_winner:.0%}; margin correlation {check['margin_correlation']:.3f}): score "
+            "this model without fp8_matmuls"
+        )
+    return check
+
+
 def _score_orders(
     head: LetterHead, orders: list[Any], config: ScoreConfig, pad_token_id: int, device: torch.device,
-    after_pass: Callable[[], None],
+    after_pass: Callable[[], None] | None,
 ) -> tuple[list[np.ndarray], int, int]:
     """Letter logits of each order's encoded rows, the pad positions added and the row tokens shared.
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from arena_assets.ranker import fp8
+from arena_assets.ranker import fp8, scorer
 from arena_assets.ranker.config import ScoreConfig
 from arena_assets.ranker.data import encode_frame
 from arena_assets.ranker.head import score_sequences
 from arena_assets.ranker.prompt import PromptTemplate
-from arena_assets.ranker.scorer import fingerprint, load_scoring_head
+from arena_assets.ranker.scorer import fingerprint, load_scoring_head, score
 from arena_assets_tests.ranker.conftest import PairFiles
 
 # e4m3 keeps 3 mantissa bits: a normal value rounds within 2**-4 of itself; the smallest subnormal step is
@@ -99,6 +99,35 @@ def test_fp8_letter_logits_stay_close_on_the_trained_demo_model(
     accuracy = {k: float(np.mean(np.sign(v) == truth)) for k, v in margins.items()}
     assert accuracy[True] >= accuracy[False] - 0.02, accuracy  # measured: 0.96 both
     assert fingerprint(config) != fingerprint(ScoreConfig(model=str(merged_stage1), max_length=512))
+
+
+def test_the_scorer_checks_fp8_against_full_precision_first(
+    merged_stage1: Path, hard_label_files: PairFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trained demo model keeps its winners under fp8 and says so in its metrics; a model whose fp8
+    scores disagree (here: its last layer's output negated once quantized, which negates the final hidden
+    state and so flips every winner) is refused before any row is scored."""
+    pairs = tmp_path / "pairs.parquet"
+    pd.read_parquet(hard_label_files.open_pairs).head(24).to_parquet(pairs, index=False)
+
+    def config(name: str) -> ScoreConfig:
+        return ScoreConfig(model=str(merged_stage1), input_path=str(pairs), output_dir=str(tmp_path / name),
+                           max_length=384, fp8_matmuls=True, fp8_check_rows=16)  # fmt: skip
+
+    metrics = score(config("kept"))
+    assert metrics["fp8_check_rows"] == 16 and metrics["fp8_same_winner"] >= 0.95, metrics
+    assert metrics["fp8_margin_correlation"] > 0.99 and metrics["rows"] == 24
+
+    real = scorer.quantize_linears
+
+    def disagreeing(layers: list[torch.nn.Module]) -> int:
+        layers[-1].register_forward_hook(lambda module, args, output: -output)
+        return real(layers)
+
+    monkeypatch.setattr(scorer, "quantize_linears", disagreeing)
+    with pytest.raises(ValueError, match="fp8_matmuls: on the first 16 rows"):
+        score(config("refused"))
+    assert not (tmp_path / "refused").exists()
 
 
 @pytest.mark.gpu
