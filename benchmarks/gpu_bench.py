@@ -141,9 +141,9 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     # The decoder's linear layers in float8 e4m3 (ranker/fp8.py); the bench compares its logits with the
     # packed bf16 run's (the same random weights: random_init is seeded). Random weights do not keep their
     # winners under fp8 as a trained model does, so the scorer's own check only reports here (no minimum).
-    "score_2048_packed_fp8": ("score", 2048, {**FP8}),
+    "score_2048_packed_fp8": ("score", 2048, FP8),
     "score_2048_packed_fp8_profiled": ("score", 2048, {**FP8, "profile_passes": 2}),
-    "score_real_packed_fp8": ("score", "real", {**FP8}),
+    "score_real_packed_fp8": ("score", "real", FP8),
     "score_real_plain": ("score", "real", {"use_liger": "off"}),
     "score_real_fast": ("score", "real", {"use_liger": "auto"}),
     "score_real_packed": ("score", "real", {"use_liger": "auto", "pack_sequences": True}),
@@ -448,7 +448,7 @@ def score_variant(
     if "profile_passes" in extra:
         config["profile_dir"] = str(work / f"profile_{name}")
     result = run_entry("arena_assets.ranker.scorer", config, work, name)
-    result["output_dir"] = config["output_dir"]  # its logits, for comparing runs (margin_agreement)
+    result["output_dir"] = config["output_dir"]  # its logits, for comparing runs (logits_agreement)
     if "profile_passes" in extra and "error" not in result:
         result["profile_top"] = top_of_profile(Path(config["profile_dir"]) / "ops.json")
     return {**result, "flops_per_token": 2.0 * NON_EMBEDDING_PARAMS_14B} if random_init else result
