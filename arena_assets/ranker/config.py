@@ -84,6 +84,13 @@ class TrainConfig:
     # torch.compile each decoder layer (one compiled graph serves all of them): fuses the elementwise work
     # around the matmuls, LoRA's included. The first steps pay the compilation (tens of seconds).
     compile_layers: bool = False
+    # On one GPU: a pass over rows of one length (no padding, not packed) captured once as a CUDA graph and
+    # replayed for every pass of its shape, one launch instead of thousands (ranker/cuda_graphs.py). Takes
+    # no recomputed layers and LoRA dropout in the fused kernels; padded passes still run eagerly.
+    cuda_graphs: bool = False
+    # The frozen projections' forward and input gradient in float8 e4m3 (ranker/fp8.py; a GPU with fp8
+    # tensor cores, or the CPU): faster matmuls; the loss moves by e4m3's rounding. LoRA stays in bf16.
+    fp8_matmuls: bool = False
     # With several processes: shard backbone, adapters, gradients and optimizer state over them (FSDP2,
     # ranker/sharding.py) instead of a whole model per process (DDP). For a backbone too large for one GPU.
     fsdp: bool = False

@@ -1,4 +1,4 @@
-"""fp8 matmuls for scoring: a decoder's frozen linear layers in float8 (e4m3), inference only.
+"""fp8 matmuls for a decoder's frozen linear layers (float8 e4m3): scoring, and training LoRA around them.
 
 Scoring spends about four fifths of a forward pass in the decoder's projections (benchmarks/RESULTS.md),
 and an H100 or H200 multiplies e4m3 at twice its bf16 rate. Here each weight is quantized once, per output
@@ -11,10 +11,18 @@ value, and the errors average out over the dot products. So it is opt-in (`Score
 the scorer's fingerprint holds it: fp8 logits never mix with bf16 ones in one output. The tests bound the
 difference on the demo's trained model.
 
+Training (`TrainConfig.fp8_matmuls`) runs the frozen projections' forward and their input gradient in e4m3;
+the LoRA adapters, their gradients, attention and the optimizer stay as they were. The input gradient
+dx = dy @ W multiplies over the output channels, so it takes a second copy of W quantized per input channel
+(W's bf16 copy is freed: the two e4m3 copies take its memory), and each dy quantized per row.
+
     quantize_linears(decoder_layers(model))  # after loading (a merged model: no adapters); returns a count
+    quantize_linears(decoder_layers(peft_model), backward=True)  # training: the frozen base layers only
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,37 +55,69 @@ def quantize_rows_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, amax * (1.0 / E4M3_MAX)
 
 
+def scaled_matmul(
+    a: torch.Tensor, a_scale: torch.Tensor, b_rows: torch.Tensor, b_scale: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """(a * a_scale) @ (b_rows * b_scale.t()).t() for e4m3 a [M, K] with scales [M, 1] and e4m3 b_rows
+    [N, K] with scales [1, N] -> [M, N] in `dtype`, accumulated in fp32."""
+    if a.is_cuda:
+        return torch._scaled_mm(a, b_rows.t(), scale_a=a_scale, scale_b=b_scale, out_dtype=dtype)
+    # The same products of the quantized operands in fp32 (the CPU has no row-wise fp8 matmul).
+    return ((a.float() * a_scale) @ (b_rows.float() * b_scale.t()).t()).to(dtype)
+
+
+class _Fp8Matmul(torch.autograd.Function):
+    """y = x @ W.T through e4m3 with W frozen: backward gives x's gradient alone, dy @ W in e4m3."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, layer: Fp8Linear) -> torch.Tensor:
+        ctx.layer = layer
+        return layer.project(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
+        layer = ctx.layer
+        values, scale = quantize_rows(grad_out.reshape(-1, layer.out_features))
+        grad = scaled_matmul(values, scale, layer.weight_t_fp8, layer.weight_t_scale, grad_out.dtype)
+        return grad.view(*grad_out.shape[:-1], layer.in_features), None
+
+
 class Fp8Linear(nn.Module):
     """A frozen nn.Linear whose matmul runs in e4m3 (see module docstring); bias and output in the input's
-    dtype."""
+    dtype. With `backward`, gradients reach its input (training LoRA around it); without, it scores only."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, *, backward: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        quantized, scale = quantize_rows_torch(linear.weight.detach())  # once: per output channel
+        weight = linear.weight.detach()
+        quantized, scale = quantize_rows_torch(weight)  # once: per output channel
         self.register_buffer("weight_fp8", quantized)  # [out, in], row-major: the matmul takes its .t()
         self.register_buffer("weight_scale", scale.t().contiguous())  # [1, out]
+        self.backward = backward
+        if backward:  # dy @ W multiplies over the output channels: W quantized per input channel
+            quantized_t, scale_t = quantize_rows_torch(weight.t().contiguous())
+            self.register_buffer("weight_t_fp8", quantized_t)  # [in, out]
+            self.register_buffer("weight_t_scale", scale_t.t().contiguous())  # [1, in]
         bias = linear.bias
         self.register_buffer("bias", bias.detach().clone() if bias is not None else None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            raise RuntimeError("Fp8Linear is for scoring (no gradients); train with the bf16 weights")
+    def project(self, x: torch.Tensor) -> torch.Tensor:
         quantized = getattr(x, _QUANTIZED, None)  # the same input, quantized by a sibling projection
         if quantized is None:
             quantized = quantize_rows(x.reshape(-1, self.in_features))
             setattr(x, _QUANTIZED, quantized)
         values, scale = quantized
-        if x.is_cuda:
-            out = torch._scaled_mm(
-                values, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=x.dtype
-            )
-        else:  # the same products of the quantized operands in fp32 (the CPU has no row-wise fp8 matmul)
-            weight = self.weight_fp8.float() * self.weight_scale.t()
-            out = ((values.float() * scale) @ weight.t()).to(x.dtype)
+        out = scaled_matmul(values, scale, self.weight_fp8, self.weight_scale, x.dtype)
         if self.bias is not None:
             out.add_(self.bias)
         return out.view(*x.shape[:-1], self.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return self.project(x)
+        if not self.backward:
+            raise RuntimeError("Fp8Linear was built for scoring (no gradients); build it with backward=True")
+        return _Fp8Matmul.apply(x, self)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, e4m3"
@@ -90,25 +130,26 @@ def require_fp8(device: torch.device) -> None:
         name = torch.cuda.get_device_name(device)
         raise RuntimeError(
             f"fp8_matmuls: {name} has no fp8 tensor cores (compute capability 8.9 or later: L4, H100, H200); "
-            "score without fp8_matmuls"
+            "run without fp8_matmuls"
         )
 
 
-def quantize_linears(layers: list[nn.Module]) -> int:
-    """Replace every nn.Linear inside these (decoder) layers with an Fp8Linear, freeing the original
-    weights; returns how many. Sizes must be multiples of 16 (the fp8 matmul's tiles)."""
+def quantize_linears(layers: list[nn.Module], *, backward: bool = False) -> int:
+    """Replace every frozen nn.Linear inside these (decoder) layers with an Fp8Linear (`backward`: one that
+    passes gradients to its input), freeing the original weights; returns how many. Trainable ones (LoRA's)
+    stay. Sizes must be multiples of 16 (the fp8 matmul's tiles)."""
     count = 0
     for layer in layers:
         for parent in list(layer.modules()):
             for name, child in list(parent.named_children()):
-                if type(child) is not nn.Linear:
+                if type(child) is not nn.Linear or child.weight.requires_grad:
                     continue
                 if child.in_features % 16 or child.out_features % 16:
                     raise ValueError(
                         f"fp8_matmuls: {name} is {child.in_features} x {child.out_features}; the fp8 matmul "
-                        "needs multiples of 16: score this model without fp8_matmuls"
+                        "needs multiples of 16: run this model without fp8_matmuls"
                     )
-                setattr(parent, name, Fp8Linear(child))
+                setattr(parent, name, Fp8Linear(child, backward=backward))
                 count += 1
     return count
 

@@ -16,6 +16,9 @@ from torch import nn
 from arena_assets.ranker.collate import collate_rows, to_device
 from arena_assets.ranker.packing import ATTENTION_NAME, PackedLayout, pack_rows, packed_groups
 
+# Attention implementations that run causally when they are given no mask.
+CAUSAL_WITHOUT_MASK = frozenset({"sdpa", "flash_attention_2"})
+
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real token per row of a [B, L] mask -> [B] long; left or right padding."""
@@ -48,13 +51,14 @@ def _causal_lm(model: nn.Module) -> nn.Module:
 def letter_logits(
     model: nn.Module,
     input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | PackedLayout,
-    letter_ids: tuple[int, int],
+    attention_mask: torch.Tensor | PackedLayout | None,
+    letter_ids: tuple[int, int] | torch.Tensor,
 ) -> torch.Tensor:
     """Next-token logits of the two letters at each row's last real token -> [rows, 2] float32.
 
-    Rows padded into [B, L] inputs with a [B, L] mask, or packed into [1, T] inputs with their
-    `PackedLayout` (ranker/packing.py; the model loaded with its attention implementation).
+    Rows padded into [B, L] inputs with a [B, L] mask; rows of one length with no mask (None); or packed
+    into [1, T] inputs with their `PackedLayout` (ranker/packing.py; the model loaded with its attention
+    implementation). `letter_ids` as a tensor on the head's device spares a copy to the device per call.
     """
     causal_lm = _causal_lm(model)
     lm_head = causal_lm.get_output_embeddings()
@@ -74,7 +78,18 @@ def letter_logits(
             input_ids=input_ids, attention_mask=masks, position_ids=layout.position_ids, use_cache=False
         ).last_hidden_state  # [1, T, H]
         last = hidden[0, layout.last_index.to(hidden.device)]  # [R, H]
+    elif attention_mask is None and decoder.config._attn_implementation in CAUSAL_WITHOUT_MASK:
+        # Rows of one length: the attention kernels' own causal mode, with no mask to build or to check
+        # for padding (a check that reads the GPU, and that a CUDA graph's capture forbids).
+        masks = {kind: None for kind in set(decoder.config.layer_types)}
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape)
+        hidden = decoder(
+            input_ids=input_ids, attention_mask=masks, position_ids=positions, use_cache=False
+        ).last_hidden_state  # [B, L, H]
+        last = hidden[:, -1]  # [B, H]
     else:
+        if attention_mask is None:  # an attention without a causal mode of its own needs the mask
+            attention_mask = torch.ones_like(input_ids)
         hidden = decoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -84,7 +99,7 @@ def letter_logits(
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         # .to(): under a device map the last layer (and so `hidden`) may sit on another GPU than the inputs.
         last = hidden[rows, last_token_index(attention_mask).to(hidden.device)]  # [B, H]
-    index = torch.tensor(letter_ids, device=lm_head.weight.device)
+    index = torch.as_tensor(letter_ids, device=lm_head.weight.device)
     # .to(): under a device map the head and the last layer may sit on different GPUs.
     weight = lm_head.weight.index_select(0, index).to(last.device)  # [2, H]
     bias = lm_head.bias.index_select(0, index).to(last.device) if lm_head.bias is not None else None
@@ -107,9 +122,13 @@ class LetterHead(nn.Module):
         super().__init__()
         self.model = model
         self.letter_ids = letter_ids
+        # On the module's device once it is moved there, so no forward copies the ids to it.
+        self.register_buffer("letter_index", torch.tensor(letter_ids), persistent=False)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | PackedLayout) -> torch.Tensor:
-        return letter_logits(self.model, input_ids, attention_mask, self.letter_ids)
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | PackedLayout | None
+    ) -> torch.Tensor:
+        return letter_logits(self.model, input_ids, attention_mask, self.letter_index)
 
 
 def length_sorted_batches(lengths: list[int], *, token_budget: int, max_batch_rows: int) -> list[list[int]]:

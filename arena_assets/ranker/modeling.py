@@ -209,7 +209,9 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
         f"LoRA dropout {dropout}, "
         f"LoRA update {'in the matmul' if update_in_matmul else 'added after it'}, "
         f"norm and SwiGLU outputs {'rebuilt in backward' if rebuilt else 'kept'}, "
-        f"compiled layers {'on' if getattr(layers[0], '_compiled_call_impl', None) else 'off'}"
+        f"compiled layers {'on' if getattr(layers[0], '_compiled_call_impl', None) else 'off'}, "
+        f"CUDA graphs {'on for rows of one length' if getattr(config, 'cuda_graphs', False) else 'off'}, "
+        f"frozen matmuls in {'e4m3' if getattr(config, 'fp8_matmuls', False) else 'the compute dtype'}"
     )
 
 
@@ -319,6 +321,11 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.d
     if config.rebuild_activations and not config.compile_layers:  # measured and tested in eager layers only
         liger = getattr(peft_model.get_base_model(), "arena_liger", False)
         rebuild_activations(decoder_layers(peft_model), liger=liger)
+    if config.fp8_matmuls:
+        from arena_assets.ranker.fp8 import quantize_linears, require_fp8
+
+        require_fp8(device)
+        quantize_linears(decoder_layers(peft_model), backward=True)
     if config.compile_layers:
         # Regional compilation: the layers share their code, so dynamo compiles one graph (per input shape
         # class) and reuses it in every layer, where compiling the whole model would unroll 48 of them.

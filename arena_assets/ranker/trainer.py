@@ -37,6 +37,7 @@ from arena_assets.ranker.card import portable_adapter_config, write_card
 from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.collate import collate_rows, collate_targets, plan_steps, shard_batches, to_device
 from arena_assets.ranker.config import TrainConfig, config_to_dict
+from arena_assets.ranker.cuda_graphs import GraphedPasses, check_graphable
 from arena_assets.ranker.data import (
     EncodedRows,
     check_swap_pairs,
@@ -101,6 +102,7 @@ class Run:
     steps: list[list[list[int]]]
     total_steps: int
     work_dir: Path
+    graphs: GraphedPasses | None = None
     state: TrainState = field(default_factory=TrainState)
     wandb_run: Any = None
     profile_summary: dict[str, Any] = field(default_factory=dict)
@@ -129,6 +131,13 @@ def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> 
         f"validation rows {0 if validation is None else len(validation)}"
     )
 
+    if config.fp8_matmuls and accelerator.num_processes > 1:
+        # DDP would broadcast the e4m3 weights (module buffers) before every forward pass, and FSDP would
+        # not shard them; neither is built or measured.
+        raise ValueError(
+            f"fp8_matmuls trains in one process (this run has {accelerator.num_processes}): launch one "
+            "process, or set fp8_matmuls to false"
+        )
     model, dtype = build_model(config, accelerator.device)
     head = LetterHead(model, template.letter_ids)
     if config.fsdp and accelerator.num_processes > 1:
@@ -156,6 +165,12 @@ def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> 
         masters=masters, optimizer=optimizer, scheduler=scheduler, steps=steps, total_steps=total_steps,
         work_dir=output_dir.with_name(output_dir.name + ".work"),
     )  # fmt: skip
+    if config.cuda_graphs:
+        check_graphable(config, accelerator.device, accelerator.num_processes, model)
+        run.graphs = GraphedPasses(
+            lambda input_ids, targets: pass_loss(run, run.head(input_ids, None), targets),
+            [p for _, p in trainable],
+        )
     resume(run)
     per_forward = (f"up to {config.micro_batch_tokens} padded tokens" if config.micro_batch_tokens
                    else f"{config.per_device_batch_size} rows")  # fmt: skip
@@ -326,13 +341,13 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
         # Gradients are all-reduced once per optimizer step, on the last micro-batch.
         sync = index == len(mine) - 1
         with gradient_sync(run.head, sync):
-            logits = run.head(*inputs)
-            if config.label == "hard":
-                loss = hard_label_loss(logits, targets["labels"])
+            weight = len(rows) / step_rows
+            if run.graphs is not None and inputs[1] is None:  # rows of one length: a captured pass
+                loss = run.graphs(inputs[0], targets, weight)
             else:
-                loss = soft_label_loss(logits, targets["teacher_logits"], temperature=config.temperature)
-            accelerator.backward(loss * len(rows) / step_rows)
-        step_loss += loss.detach() * len(rows) / step_rows
+                loss = pass_loss(run, run.head(*inputs), targets)
+                accelerator.backward(loss * weight)
+        step_loss += loss.detach() * weight
     if run.masters is not None:
         run.masters.grads_to_master()
         grad_norm = run.masters.clip_grad_norm_(config.max_grad_norm)
@@ -343,7 +358,16 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
     run.optimizer.zero_grad(set_to_none=True)
     if run.masters is not None:
         run.masters.master_to_model()
+    if run.graphs is not None:
+        run.graphs.reset_grads()
     return step_loss, run.state.row_tokens - row_tokens_before, grad_norm
+
+
+def pass_loss(run: Run, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A forward pass's mean loss against its targets (hard labels or teacher logits)."""
+    if run.config.label == "hard":
+        return hard_label_loss(logits, targets["labels"])
+    return soft_label_loss(logits, targets["teacher_logits"], temperature=run.config.temperature)
 
 
 def micro_batch(run: Run, features: list[dict[str, Any]]) -> tuple[tuple[Any, Any], dict[str, torch.Tensor]]:
@@ -363,7 +387,11 @@ def micro_batch(run: Run, features: list[dict[str, Any]]) -> tuple[tuple[Any, An
         batch = collate_rows(features, pad_token_id=run.tokenizer.pad_token_id)
         state.tokens_processed += batch["input_ids"].numel()
         state.padded_tokens += batch["input_ids"].numel() - row_tokens
-        inputs = (to_device(batch.pop("input_ids"), device), to_device(batch.pop("attention_mask"), device))
+        mask = batch.pop("attention_mask")
+        # Rows of one length need no mask: the attention runs causally by itself (and the pass can be
+        # replayed from a CUDA graph).
+        one_length = len({len(row) for row in ids}) == 1
+        inputs = (to_device(batch.pop("input_ids"), device), None if one_length else to_device(mask, device))
         targets = batch
     return inputs, {k: to_device(v, device) for k, v in targets.items()}
 
@@ -459,6 +487,8 @@ def metrics_of(run: Run, scores: dict[str, float], wall_start: float) -> dict[st
         "peak_memory_gb": peak_memory_gb(),
         **{f"train_{k}": v for k, v in run.encoded.length_report().items()},
         **summary_metrics(run.profile_summary, "step"),
+        **({} if run.graphs is None else {
+            "cuda_graph_shapes": len(run.graphs.captured), "cuda_graph_replays": run.graphs.replays}),
     }
 
 

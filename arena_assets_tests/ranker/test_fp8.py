@@ -147,3 +147,72 @@ def test_the_kernel_quantizes_as_torch_does_and_the_gpu_matmul_agrees() -> None:
         got, want = fp8.Fp8Linear(linear)(x), linear(x)
     assert got.dtype == torch.bfloat16
     assert ((got.float() - want.float()).norm() / want.float().norm()).item() < 0.05
+    # Training: the input gradient through the fp8 matmul, against bf16's.
+    linear.requires_grad_(False)
+    x_fp8, x_bf16 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad_out = torch.randn(3, 50, 128, device="cuda", dtype=torch.bfloat16)
+    fp8.Fp8Linear(linear, backward=True)(x_fp8).backward(grad_out)
+    linear(x_bf16).backward(grad_out)
+    off = (x_fp8.grad.float() - x_bf16.grad.float()).norm() / x_bf16.grad.float().norm()
+    assert x_fp8.grad.dtype == torch.bfloat16 and off.item() < 0.05
+
+
+def test_a_trainable_fp8_linear_passes_its_input_the_gradient_of_the_quantized_operands() -> None:
+    """Training: dx = dy @ W with dy quantized per row and W per input channel; W itself gets no gradient."""
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(64, 32, bias=True)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(32, 64, generator=generator))
+        linear.bias.copy_(torch.randn(32, generator=generator))
+    linear.requires_grad_(False)
+    layer = fp8.Fp8Linear(linear, backward=True)
+    x = torch.randn(2, 5, 64, generator=generator, requires_grad=True)
+    grad_out = torch.randn(2, 5, 32, generator=generator)
+    layer(x).backward(grad_out)
+    # The same arithmetic written out: both operands quantized, products in fp32.
+    g, g_scale = fp8.quantize_rows_torch(grad_out.reshape(10, 32))
+    w, w_scale = fp8.quantize_rows_torch(linear.weight.t().contiguous())  # [in, out]: per input channel
+    expected = ((g.float() * g_scale) @ (w.float() * w_scale).t()).view(2, 5, 64)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-6, atol=1e-6)
+    exact = grad_out @ linear.weight
+    assert not torch.equal(x.grad, exact)
+    assert (x.grad - exact).norm() / exact.norm() < 0.05  # within e4m3's rounding of fp32's
+    assert not any(b.requires_grad for b in layer.buffers())
+    scoring = fp8.Fp8Linear(linear)  # built without backward: refuses gradients rather than dropping them
+    with pytest.raises(RuntimeError, match="backward=True"):
+        scoring(torch.randn(3, 64, requires_grad=True))
+
+
+def test_training_with_fp8_matmuls_quantizes_the_frozen_layers_and_keeps_lora_gradients(
+    small_files: PairFiles, make_train_config, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from arena_assets.ranker.data import read_pairs
+    from arena_assets_tests.ranker.test_fast_paths import LORA_PARAMS, _batch, _loss_and_grads
+
+    def config(fp8_matmuls: bool):
+        return make_train_config(small_files, tmp_path, lora_dropout=0.0, gradient_checkpointing=0.0,
+                                 fp8_matmuls=fp8_matmuls)  # fmt: skip
+
+    tokenizer = AutoTokenizer.from_pretrained(config(False).backbone)
+    batch = _batch(tokenizer, read_pairs(small_files.train).head(4), labels=True)
+    loss, grads, _ = _loss_and_grads(config(False), batch)
+    loss_fp8, grads_fp8, _ = _loss_and_grads(config(True), batch)
+    assert abs(float(loss_fp8) - float(loss)) < 0.05 * abs(float(loss)) and float(loss_fp8) != float(loss)
+    assert grads_fp8.keys() == grads.keys() and len(grads) == LORA_PARAMS
+    for name, grad in grads.items():
+        cosine = torch.nn.functional.cosine_similarity(grads_fp8[name].flatten(), grad.flatten(), dim=0)
+        assert cosine > 0.98, f"{name}: fp8 moved the gradient too far (cosine {cosine:.4f})"
+
+
+def test_the_trainer_trains_and_saves_with_fp8_matmuls(
+    small_files: PairFiles, make_train_config, tmp_path: Path
+) -> None:
+    from arena_assets.ranker import trainer
+
+    config = make_train_config(small_files, tmp_path / "adapter", fp8_matmuls=True, max_steps=2,
+                               max_validation_rows=8)  # fmt: skip
+    metrics = trainer.train(config)
+    assert metrics["steps"] == 2 and np.isfinite(metrics["train_loss_final"])
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()

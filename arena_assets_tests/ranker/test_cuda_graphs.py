@@ -1,0 +1,130 @@
+"""Training passes replayed from CUDA graphs (ranker/cuda_graphs.py), and the mask-free pass they capture."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import AutoTokenizer
+
+from arena_assets.ranker import modeling, trainer
+from arena_assets.ranker.config import TrainConfig
+from arena_assets.ranker.cuda_graphs import GraphedPasses, check_graphable
+from arena_assets.ranker.data import read_pairs
+from arena_assets.ranker.head import LetterHead, letter_logits
+from arena_assets.ranker.lora_dropout import DropoutLinear
+from arena_assets.ranker.losses import hard_label_loss
+from arena_assets.ranker.prompt import letter_token_ids
+from arena_assets_tests.ranker.conftest import PairFiles
+from arena_assets_tests.ranker.test_fast_paths import _batch, _move_lora_b
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_rows_of_one_length_give_the_same_logits_without_a_mask(demo_backbone: Path, attention: str) -> None:
+    """The pass a graph captures: no mask, the attention causal by itself (sdpa) or from a mask of ones."""
+    model = modeling.load_backbone(str(demo_backbone), dtype=torch.float32, device=torch.device("cpu"),
+                                   attn_implementation=attention)  # fmt: skip
+    ids = torch.randint(10, 1000, (3, 40), generator=torch.Generator().manual_seed(0))
+    letters = letter_token_ids(AutoTokenizer.from_pretrained(demo_backbone))
+    with torch.no_grad():
+        masked = letter_logits(model, ids, torch.ones_like(ids), letters)
+        unmasked = letter_logits(model, ids, None, torch.tensor(letters))
+        reversed_rows = letter_logits(model, ids.flip(1), None, letters)
+    torch.testing.assert_close(unmasked, masked, rtol=0, atol=1e-5)  # the masked pass is causal
+    assert not torch.allclose(reversed_rows, unmasked, atol=1e-3)  # and the order of the tokens matters
+
+
+def test_passes_that_cannot_be_captured_are_refused_with_the_setting_to_change() -> None:
+    config = SimpleNamespace(gradient_checkpointing=0.5, pack_sequences=True, compile_layers=False)
+    replaying = DropoutLinear(8, 4, bias=False)
+    replaying.dropout_p = 0.1
+    with pytest.raises(ValueError) as raised:
+        check_graphable(config, torch.device("cpu"), 2, torch.nn.Sequential(replaying))
+    message = str(raised.value)
+    for part in ("needs a CUDA device", "one process (this run has 2)", "gradient_checkpointing to 0",
+                 "pack_sequences to false", "fused_lora_dropout on"):  # fmt: skip
+        assert part in message, message
+    replaying.fused = True
+    config = SimpleNamespace(gradient_checkpointing=0.0, pack_sequences=False, compile_layers=False)
+    with pytest.raises(ValueError, match="needs a CUDA device") as raised:
+        check_graphable(config, torch.device("cpu"), 1, torch.nn.Sequential(replaying))
+    assert ";" not in str(raised.value)  # the fused dropout is capturable: the device is all that is wrong
+
+
+def test_the_trainer_refuses_cuda_graphs_on_the_cpu(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    config = make_train_config(small_files, tmp_path / "adapter", cuda_graphs=True, max_steps=1)
+    with pytest.raises(ValueError, match="cuda_graphs: it needs a CUDA device"):
+        trainer.train(config)
+    assert not (tmp_path / "adapter").exists()
+
+
+def _graphed_head(config: TrainConfig) -> tuple[LetterHead, list[torch.nn.Parameter]]:
+    set_seed(0)
+    model, _ = modeling.build_model(config, Accelerator().device)
+    _move_lora_b(model)  # lora_B nonzero: the adapters, and so their dropout, reach the loss
+    head = LetterHead(model, letter_token_ids(AutoTokenizer.from_pretrained(config.backbone))).cuda().train()
+    return head, [p for p in model.parameters() if p.requires_grad]
+
+
+@pytest.mark.gpu
+@gpu
+def test_replayed_passes_give_eager_gradients_and_new_dropout_masks(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    tokenizer_dir = make_train_config(small_files, tmp_path).backbone
+    batch = _batch(AutoTokenizer.from_pretrained(tokenizer_dir), read_pairs(small_files.train).head(4),
+                   labels=True)  # fmt: skip
+    width = int(batch["attention_mask"].sum(1).min())
+    ids, labels = batch["input_ids"][:, :width].cuda(), batch["labels"].cuda()  # rows of one length
+
+    def config(dropout: float) -> TrainConfig:
+        return make_train_config(small_files, tmp_path, precision="bf16", gradient_checkpointing=0.0,
+                                 lora_dropout=dropout, cuda_graphs=True)  # fmt: skip
+
+    head, params = _graphed_head(config(0.0))
+    hard_label_loss(head(ids, None), labels).backward()
+    eager = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    graphs = GraphedPasses(lambda i, t: hard_label_loss(head(i, None), t["labels"]), params)
+    losses = [graphs(ids, {"labels": labels}, 0.5) for _ in range(2)]  # two half-weight passes: one gradient
+    assert len(graphs.captured) == 1 and graphs.replays == 2
+    assert torch.equal(losses[0], losses[1])
+    for grad, expected in zip(params, eager, strict=True):
+        torch.testing.assert_close(grad.grad, expected, rtol=1e-2, atol=1e-4)
+    graphs.reset_grads()
+    assert all(not p.grad.any() for p in params)
+
+    head, params = _graphed_head(config(0.1))
+    graphs = GraphedPasses(lambda i, t: hard_label_loss(head(i, None), t["labels"]), params)
+    losses = [graphs(ids, {"labels": labels}, 1.0) for _ in range(2)]
+    assert not torch.equal(losses[0], losses[1]), "each replay must draw new dropout masks"
+
+
+@pytest.mark.gpu
+@gpu
+def test_training_with_cuda_graphs_follows_eager_training(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    """The trainer's whole loop, on rows truncated to one length: the same losses, every pass replayed."""
+
+    def run(graphs: bool) -> dict:
+        config = make_train_config(small_files, tmp_path / f"graphs_{graphs}", precision="bf16",
+                                   gradient_checkpointing=0.0, lora_dropout=0.0, max_length=64, max_steps=4,
+                                   log_every_steps=1, cuda_graphs=graphs)  # fmt: skip
+        return trainer.train(config)
+
+    eager, graphed = run(False), run(True)
+    assert graphed["cuda_graph_shapes"] == 1 and graphed["cuda_graph_replays"] >= 4
+    losses = torch.tensor([loss for _, loss in eager["train_loss_curve"]])
+    replayed = torch.tensor([loss for _, loss in graphed["train_loss_curve"]])
+    torch.testing.assert_close(replayed, losses, rtol=0, atol=2e-2)
