@@ -529,7 +529,8 @@ def main() -> None:
         backbone = random_checkpoint(work, qwen)  # before the jobs: every curve starts from it
         loss_rows = long_pairs(work, 100, swaps=True)
         torch.cuda.empty_cache()
-        jobs = [*(f"loss_2048:{k}" for k in LOSS_RUNS), *jobs]  # the longest job (fp32) first
+        longest_first = sorted(LOSS_RUNS, key=lambda name: name != "fp32")
+        jobs = [*(f"loss_2048:{k}" for k in longest_first), *jobs]
     SLOTS.open(torch.cuda.device_count())
     print(f"{len(jobs)} jobs on {SLOTS.count} GPU(s)", flush=True)
     with ThreadPoolExecutor(max_workers=SLOTS.count) as pool:

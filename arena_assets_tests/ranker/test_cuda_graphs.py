@@ -41,6 +41,17 @@ def test_rows_of_one_length_give_the_same_logits_without_a_mask(demo_backbone: P
     assert not torch.allclose(reversed_rows, unmasked, atol=1e-3)  # and the order of the tokens matters
 
 
+def test_a_pass_of_rows_of_one_length_gets_no_mask() -> None:
+    cpu, unpacked = SimpleNamespace(device=torch.device("cpu")), SimpleNamespace(pack_sequences=False)
+    run = SimpleNamespace(state=trainer.TrainState(), accelerator=cpu, config=unpacked,
+                          tokenizer=SimpleNamespace(pad_token_id=0))  # fmt: skip
+    features = [trainer.feature([5, 6, 7], 0, "hard"), trainer.feature([8, 9, 10], 1, "hard")]
+    (ids, mask), targets = trainer.micro_batch(run, features)
+    assert mask is None and ids.tolist() == [[5, 6, 7], [8, 9, 10]] and targets["labels"].tolist() == [0, 1]
+    (ids, mask), _ = trainer.micro_batch(run, [*features, trainer.feature([4, 4], 0, "hard")])
+    assert mask.tolist()[-1] == [1, 1, 0] and run.state.padded_tokens == 1
+
+
 def test_passes_that_cannot_be_captured_are_refused_with_the_setting_to_change() -> None:
     config = SimpleNamespace(gradient_checkpointing=0.5, pack_sequences=True, compile_layers=False)
     replaying = DropoutLinear(8, 4, bias=False)
@@ -115,11 +126,12 @@ def test_replayed_passes_give_eager_gradients_and_new_dropout_masks(
 def test_training_with_cuda_graphs_follows_eager_training(
     small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
-    """The trainer's whole loop, on rows truncated to one length: the same losses, every pass replayed."""
+    """The trainer's whole loop, on rows truncated to one length (the demo rows all reach 176 tokens, 144 of
+    them the prompt's fixed text): the same losses, every pass replayed."""
 
     def run(graphs: bool) -> dict:
         config = make_train_config(small_files, tmp_path / f"graphs_{graphs}", precision="bf16",
-                                   gradient_checkpointing=0.0, lora_dropout=0.0, max_length=64, max_steps=4,
+                                   gradient_checkpointing=0.0, lora_dropout=0.0, max_length=176, max_steps=4,
                                    log_every_steps=1, cuda_graphs=graphs)  # fmt: skip
         return trainer.train(config)
 
