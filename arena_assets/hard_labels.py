@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from arena_assets.ranker.data import interleave_swaps, normalise
 from arena_assets.readers.schema import CANONICAL_COLUMNS, DropReason
+
+if TYPE_CHECKING:
+    from arena_assets.settings import Settings
 
 
 @dataclass
@@ -54,3 +58,18 @@ def build_hard_label_set(
     validation = combined[in_validation.to_numpy()].reset_index(drop=True).assign(is_swapped=False)
     train = interleave_swaps(combined[~in_validation.to_numpy()].reset_index(drop=True))
     return HardLabelSet(train=train, validation=validation, drops=drops, rows_in=rows_in)
+
+
+def hard_label_set_of(settings: Settings) -> HardLabelSet:
+    """The settings' raw labelled files (WSDM, LMSYS 55k, the 33k set, in that priority) read and built as
+    the `hard_label_set` asset builds them, outside Dagster (tests, benchmarks)."""
+    from arena_assets.readers import read_source
+
+    frames = [
+        read_source("wsdm_train", [settings.wsdm_train_path]).frame,
+        read_source("lmsys_55k", [settings.lmsys_55k_path]).frame,
+        read_source("lmsys_33k", settings.lmsys_33k_paths()).frame,
+    ]
+    return build_hard_label_set(
+        frames, validation_fraction=settings.validation_fraction, seed=settings.data_seed
+    )

@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 
 from arena_assets.embedded import build_embedded_default
-from arena_assets.hard_labels import build_hard_label_set
+from arena_assets.hard_labels import hard_label_set_of
 from arena_assets.ranker import trainer
 from arena_assets.ranker.config import TrainConfig
-from arena_assets.readers import read_source
 from arena_assets.settings import Settings
 
 
@@ -31,14 +30,7 @@ def hard_label_files(settings: Settings, out: Path) -> tuple[Path, Path]:
     """The embedded default's raw files built into the hard-label set, as the `hard_label_set` asset does."""
     train, validation = out / "train.parquet", out / "validation.parquet"
     if not train.is_file():
-        frames = [
-            read_source("wsdm_train", [settings.wsdm_train_path]).frame,
-            read_source("lmsys_55k", [settings.lmsys_55k_path]).frame,
-            read_source("lmsys_33k", settings.lmsys_33k_paths()).frame,
-        ]
-        built = build_hard_label_set(
-            frames, validation_fraction=settings.validation_fraction, seed=settings.data_seed
-        )
+        built = hard_label_set_of(settings)
         out.mkdir(parents=True, exist_ok=True)
         built.validation.to_parquet(validation, index=False)
         built.train.to_parquet(train, index=False)

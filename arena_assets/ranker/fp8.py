@@ -135,14 +135,14 @@ def require_fp8(device: torch.device) -> None:
 
 
 def quantize_linears(layers: list[nn.Module], *, backward: bool = False) -> int:
-    """Replace every frozen nn.Linear inside these (decoder) layers with an Fp8Linear (`backward`: one that
-    passes gradients to its input), freeing the original weights; returns how many. Trainable ones (LoRA's)
-    stay. Sizes must be multiples of 16 (the fp8 matmul's tiles)."""
+    """Replace every nn.Linear inside these (decoder) layers with an Fp8Linear, freeing the original
+    weights; returns how many. With `backward` (training) only the frozen ones, each passing gradients to its
+    input: the trainable ones (LoRA's) stay. Sizes must be multiples of 16 (the fp8 matmul's tiles)."""
     count = 0
     for layer in layers:
         for parent in list(layer.modules()):
             for name, child in list(parent.named_children()):
-                if type(child) is not nn.Linear or child.weight.requires_grad:
+                if type(child) is not nn.Linear or (backward and child.weight.requires_grad):
                     continue
                 if child.in_features % 16 or child.out_features % 16:
                     raise ValueError(
@@ -151,6 +151,8 @@ def quantize_linears(layers: list[nn.Module], *, backward: bool = False) -> int:
                     )
                 setattr(parent, name, Fp8Linear(child, backward=backward))
                 count += 1
+    if count == 0:  # a setting that changes nothing must not pass for one that does
+        raise ValueError("fp8_matmuls: these layers hold no linear layer to quantize")
     return count
 
 

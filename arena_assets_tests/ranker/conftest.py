@@ -17,7 +17,7 @@ import pytest
 from transformers.models.qwen2 import modeling_qwen2
 
 from arena_assets.assets import layout
-from arena_assets.hard_labels import build_hard_label_set
+from arena_assets.hard_labels import hard_label_set_of
 from arena_assets.ranker.config import TrainConfig, load_config, save_config
 from arena_assets.readers import read_source
 from arena_assets.settings import Settings
@@ -70,14 +70,7 @@ def demo_backbone(demo_project: Path) -> Path:
 def hard_label_files(demo_project: Path, tmp_path_factory: pytest.TempPathFactory) -> PairFiles:
     """The demo raw files read and built into the hard-label set, as the `hard_label_set` asset does."""
     settings = Settings(project_dir=demo_project)
-    frames = [
-        read_source("wsdm_train", [settings.wsdm_train_path]).frame,
-        read_source("lmsys_55k", [settings.lmsys_55k_path]).frame,
-        read_source("lmsys_33k", settings.lmsys_33k_paths()).frame,
-    ]
-    built = build_hard_label_set(
-        frames, validation_fraction=settings.validation_fraction, seed=settings.data_seed
-    )
+    built = hard_label_set_of(settings)
     out = tmp_path_factory.mktemp("hard_label_set")
     files = PairFiles(out / "train.parquet", out / "validation.parquet", out / "open_pairs.parquet")
     built.train.to_parquet(files.train, index=False)

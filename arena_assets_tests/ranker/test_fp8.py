@@ -216,3 +216,12 @@ def test_the_trainer_trains_and_saves_with_fp8_matmuls(
     metrics = trainer.train(config)
     assert metrics["steps"] == 2 and np.isfinite(metrics["train_loss_final"])
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_quantizing_layers_without_a_linear_layer_is_refused() -> None:
+    frozen = torch.nn.Linear(16, 16).requires_grad_(False)
+    assert fp8.quantize_linears([torch.nn.Sequential(frozen)], backward=True) == 1
+    trainable = torch.nn.Sequential(torch.nn.Linear(16, 16))  # LoRA's kind: training leaves it alone
+    with pytest.raises(ValueError, match="no linear layer to quantize"):
+        fp8.quantize_linears([trainable], backward=True)
+    assert fp8.quantize_linears([trainable]) == 1  # scoring quantizes every one
