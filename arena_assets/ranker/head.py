@@ -80,8 +80,10 @@ def letter_logits(
         last = hidden[0, layout.last_index.to(hidden.device)]  # [R, H]
     elif attention_mask is None and decoder.config._attn_implementation in CAUSAL_WITHOUT_MASK:
         # Rows of one length: the attention kernels' own causal mode, with no mask to build or to check
-        # for padding (a check that reads the GPU, and that a CUDA graph's capture forbids).
-        masks = {kind: None for kind in set(decoder.config.layer_types)}
+        # for padding (a check that reads the GPU, and that a CUDA graph's capture forbids). A decoder with
+        # layer kinds (Qwen2) takes a mask per kind as it is; one without (Llama) finds none to build.
+        layer_types = getattr(decoder.config, "layer_types", None)
+        masks = {kind: None for kind in set(layer_types)} if layer_types else None
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape)
         hidden = decoder(
             input_ids=input_ids, attention_mask=masks, position_ids=positions, use_cache=False

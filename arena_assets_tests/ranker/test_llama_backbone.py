@@ -88,3 +88,19 @@ def test_a_backbone_without_pad_token_trains_merges_and_scores(
     logits = pd.read_parquet(scores / LOGITS_NAME)
     assert len(logits) == len(pd.read_parquet(small_files.open_pairs))
     assert np.isfinite(logits[list(LOGIT_COLUMNS)].to_numpy()).all()
+
+
+def test_rows_of_one_length_give_the_same_llama_logits_without_a_mask(llama_backbone: Path) -> None:
+    """A Llama config has no layer kinds: the decoder builds (no) mask itself for the mask-free pass."""
+    import torch
+
+    from arena_assets.ranker import modeling
+    from arena_assets.ranker.head import letter_logits
+
+    model = modeling.load_backbone(str(llama_backbone), dtype=torch.float32, device=torch.device("cpu"),
+                                   attn_implementation="sdpa")  # fmt: skip
+    ids = torch.randint(10, 1000, (2, 30), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        masked = letter_logits(model, ids, torch.ones_like(ids), (5, 6))
+        unmasked = letter_logits(model, ids, None, (5, 6))
+    torch.testing.assert_close(unmasked, masked, rtol=0, atol=1e-5)
