@@ -311,10 +311,13 @@ LOSS_RUNS = {
 
 def loss_curve(work: Path, backbone: Path, data: Path, name: str, *, steps: int) -> dict:
     """One of the loss check's runs (LOSS_RUNS) over `steps` steps of one swap pair at the recipe's
-    learning rates; an earlier call's finished curve in --work is reused."""
+    learning rates; an earlier call's finished curve in --work is reused, and an unfinished one (a call's
+    time limit cut it) resumes from its last checkpoint, random state and curve included, so the fp32
+    reference, longer than one call on one GPU, can span two calls on a warm machine."""
     config = {"backbone": str(backbone), "output_dir": str(work / f"loss_{name}"), "train_path": str(data),
               "max_length": 2048, "per_device_batch_size": 2, "global_batch_size": 2, "max_steps": steps,
-              "resume": False, "precision": "bf16", "log_every_steps": 10, **LOSS_RUNS[name]}  # fmt: skip
+              "resume": True, "checkpoint_every_minutes": 2.0, "precision": "bf16", "log_every_steps": 10,
+              **LOSS_RUNS[name]}  # fmt: skip
     finished = work / f"loss_{name}" / "metrics.json"
     if finished.is_file():
         return json.loads(finished.read_text())
