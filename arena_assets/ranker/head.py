@@ -123,7 +123,6 @@ class LetterHead(nn.Module):
     def __init__(self, model: nn.Module, letter_ids: tuple[int, int]) -> None:
         super().__init__()
         self.model = model
-        self.letter_ids = letter_ids
         # On the module's device once it is moved there, so no forward copies the ids to it.
         self.register_buffer("letter_index", torch.tensor(letter_ids), persistent=False)
 

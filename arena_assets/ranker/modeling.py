@@ -210,8 +210,8 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
         f"LoRA update {'in the matmul' if update_in_matmul else 'added after it'}, "
         f"norm and SwiGLU outputs {'rebuilt in backward' if rebuilt else 'kept'}, "
         f"compiled layers {'on' if getattr(layers[0], '_compiled_call_impl', None) else 'off'}, "
-        f"CUDA graphs {'on for rows of one length' if getattr(config, 'cuda_graphs', False) else 'off'}, "
-        f"frozen matmuls in {'e4m3' if getattr(config, 'fp8_matmuls', False) else 'the compute dtype'}"
+        f"CUDA graphs {'on for rows of one length' if config.cuda_graphs else 'off'}, "
+        f"frozen matmuls in {'e4m3' if config.fp8_matmuls else 'the compute dtype'}"
     )
 
 
