@@ -72,6 +72,9 @@ RECIPE = {**FAST, "gradient_checkpointing": 0.375, "micro_batch_tokens": 8192}
 LOSS_CURVE_SLACK = 1.5
 
 FP8 = {"use_liger": "auto", "pack_sequences": True, "fp8_matmuls": True, "fp8_min_same_winner": 0.0}
+# Training in e4m3: random weights amplify its rounding (the loss check's fast_fp8 curve), so, as in scoring,
+# the trainer's own check only reports here (fp8_grad_cosine in the metrics), with no minimum.
+FP8_TRAIN = {"fp8_matmuls": True, "fp8_min_grad_cosine": -1.0}
 STEP_16 = {"global_batch_size": 16}
 ROWS_4 = {"per_device_batch_size": 4, "global_batch_size": 4}
 # name -> (entry point, max length or "real" for the WSDM-like rows at 4096, config overrides)
@@ -107,13 +110,13 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_2048_fast_graphs_profiled": ("train", 2048, {**FAST, "cuda_graphs": True, "profile_steps": 2}),
     "train_4096_fast_graphs": ("train", 4096, {**FAST, "cuda_graphs": True}),
     # The frozen projections' forward and input gradient in e4m3 (ranker/fp8.py), with and without graphs.
-    "train_2048_fast_fp8": ("train", 2048, {**FAST, "fp8_matmuls": True}),
-    "train_2048_fast_fp8_graphs": ("train", 2048, {**FAST, "fp8_matmuls": True, "cuda_graphs": True}),
+    "train_2048_fast_fp8": ("train", 2048, {**FAST, **FP8_TRAIN}),
+    "train_2048_fast_fp8_graphs": ("train", 2048, {**FAST, **FP8_TRAIN, "cuda_graphs": True}),
     "train_2048_fast_fp8_graphs_profiled": (
-        "train", 2048, {**FAST, "fp8_matmuls": True, "cuda_graphs": True, "profile_steps": 2}),
-    "train_4096_fast_fp8_graphs": ("train", 4096, {**FAST, "fp8_matmuls": True, "cuda_graphs": True}),
+        "train", 2048, {**FAST, **FP8_TRAIN, "cuda_graphs": True, "profile_steps": 2}),
+    "train_4096_fast_fp8_graphs": ("train", 4096, {**FAST, **FP8_TRAIN, "cuda_graphs": True}),
     "train_real_recipe_packed_fp8": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True,
-                                                       "fp8_matmuls": True}),
+                                                       **FP8_TRAIN}),
     "train_4096_fast_eighth": ("train", 4096, {**FAST, "gradient_checkpointing": 0.125}),
     "train_4096_fast_quarter_kept_activations": (
         "train", 4096, {**FAST, "gradient_checkpointing": 0.25, "rebuild_activations": False}),
@@ -305,7 +308,7 @@ LOSS_RUNS = {
     # recompute fits one GPU (a quarter recomputed did not: 139 GiB).
     "fp32": {**PLAIN, "precision": "fp32"},
     # Not part of the pass/fail check: how far e4m3's frozen matmuls move the fast path's curve.
-    "fast_fp8": {**PACKED, "use_liger": "off", "fp8_matmuls": True},
+    "fast_fp8": {**PACKED, "use_liger": "off", **FP8_TRAIN},
 }
 
 
@@ -486,6 +489,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--loss-steps", type=int, default=50)
     parser.add_argument("--real", type=Path, default=ROOT / ".e2e", help="a `gpu_e2e.py data` directory")
+    parser.add_argument("--loss-runs", default=",".join(LOSS_RUNS),
+                        help="the loss check's curves to run, in this order (default: all, fp32 first)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/arena-bench"),
                         help="scratch directory; finished loss curves in it are reused (a long check split "
                              "over calls on a warm machine, in an ignored folder of the tree)")  # fmt: skip
@@ -532,8 +537,10 @@ def main() -> None:
         backbone = random_checkpoint(work, qwen)  # before the jobs: every curve starts from it
         loss_rows = long_pairs(work, 100, swaps=True)
         torch.cuda.empty_cache()
-        longest_first = sorted(LOSS_RUNS, key=lambda name: name != "fp32")
-        jobs = [*(f"loss_2048:{k}" for k in longest_first), *jobs]
+        loss_runs = [k for k in args.loss_runs.split(",") if k]
+        if unknown_runs := sorted(set(loss_runs) - set(LOSS_RUNS)):
+            parser.error(f"unknown loss runs {unknown_runs}; known: {list(LOSS_RUNS)}")
+        jobs = [*(f"loss_2048:{k}" for k in loss_runs), *jobs]
     SLOTS.open(torch.cuda.device_count())
     print(f"{len(jobs)} jobs on {SLOTS.count} GPU(s)", flush=True)
     with ThreadPoolExecutor(max_workers=SLOTS.count) as pool:
@@ -541,10 +548,12 @@ def main() -> None:
         for job, future in futures.items():
             finished = future.result()
             print(f"== {job}\n{json.dumps(finished)[:600]}", flush=True)
-            if not job.startswith("loss_2048:"):
+            if job.startswith("loss_2048:"):  # every curve whole, for a check split over calls
+                results.setdefault("loss_2048_curves", {})[job.split(":")[1]] = finished
+            else:
                 results[job] = finished
             (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    if "loss_2048" in chosen:
+    if "loss_2048" in chosen and set(loss_runs) == set(LOSS_RUNS):
         results["loss_2048"] = compare_loss_curves({k: futures[f"loss_2048:{k}"].result() for k in LOSS_RUNS},
                                                    args.loss_steps)  # fmt: skip
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
@@ -568,6 +577,8 @@ def print_table(results: dict, chosen: list[str], peak: float) -> None:
     width = max(len(name) for name in [*chosen, "variant"]) + 2
     print(f"\n{'variant':<{width}}{'tokens/s':>10}{'share':>7}{'peak GB':>9}{'padding':>9}{'vs plain':>10}")
     for name in chosen:
+        if name not in results:  # a loss check split over calls: its curves are in results.json
+            continue
         r = results[name]
         if "error" in r:
             print(f"{name:<{width}} ERROR {r['error'][-200:]!r}")
@@ -593,7 +604,7 @@ def print_table(results: dict, chosen: list[str], peak: float) -> None:
         print(f"{name:<{width}}{rate:>10.0f}{share:>7}{r.get('peak_memory_gb', 0):>9.1f}"
               f"{r.get('padding_fraction', 0.0):>9.3f}{ratio:>10}")  # fmt: skip
     for name in chosen:  # where a profiled step's time went (its rate above includes the profiler's cost)
-        r = results[name]
+        r = results.get(name, {})
         unit = "pass" if name.startswith("score") else "step"
         by_kind = {k.removeprefix("profile_").removesuffix(f"_ms_per_{unit}"): v for k, v in r.items()
                    if k.startswith("profile_") and k.endswith(f"_ms_per_{unit}")}  # fmt: skip

@@ -26,7 +26,7 @@ from arena_assets.ranker.modeling import local_shard
 RUNTIME_FIELDS = frozenset({
     "output_dir", "validation_path", "max_validation_rows", "eval_every_steps", "eval_batch_size",
     "checkpoint_every_steps", "checkpoint_every_minutes", "resume", "log_every_steps",
-    "wandb", "wandb_project", "wandb_mode", "wandb_run_name",
+    "wandb", "wandb_project", "wandb_mode", "wandb_run_name", "fp8_check_passes", "fp8_min_grad_cosine",
 })  # fmt: skip
 
 KEEP_LAST = 2

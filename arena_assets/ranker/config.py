@@ -91,6 +91,11 @@ class TrainConfig:
     # The frozen projections' forward and input gradient in float8 e4m3 (ranker/fp8.py; a GPU with fp8
     # tensor cores, or the CPU): faster matmuls; the loss moves by e4m3's rounding. LoRA stays in bf16.
     fp8_matmuls: bool = False
+    # With it: the first fp8_check_passes micro-batches run forward and backward before and after the
+    # quantization, with the same dropout masks; the run stops unless LoRA's gradient keeps a cosine of at
+    # least fp8_min_grad_cosine with the full-precision one (the figures land in the metrics as fp8_*).
+    fp8_check_passes: int = 2
+    fp8_min_grad_cosine: float = 0.9
     # With several processes: shard backbone, adapters, gradients and optimizer state over them (FSDP2,
     # ranker/sharding.py) instead of a whole model per process (DDP). For a backbone too large for one GPU.
     fsdp: bool = False
@@ -127,6 +132,8 @@ class TrainConfig:
             "global_batch_size must be a positive even number (whole swap pairs)",
         )
         _require(0.0 <= self.gradient_checkpointing <= 1.0, "gradient_checkpointing is a share in [0, 1]")
+        _require(self.fp8_check_passes >= 0, "fp8_check_passes must be 0 (no check) or more")
+        _require(-1.0 <= self.fp8_min_grad_cosine <= 1.0, "fp8_min_grad_cosine is a cosine, -1 to 1")
         _require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
         _require(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]")
         _require(self.max_length >= 64, "max_length must be at least 64 tokens")

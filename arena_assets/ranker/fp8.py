@@ -165,3 +165,14 @@ def margin_agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, floa
         "same_winner": float(np.mean(np.sign(a) == np.sign(b))),
         "margin_correlation": float("nan") if constant else float(np.corrcoef(a, b)[0, 1]),
     }
+
+
+def gradient_agreement(reference: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
+    """Two gradients of the same parameters, flattened: their cosine, and the norm of their difference
+    relative to the reference's (nan where the reference is zero)."""
+    reference_norm = float(reference.norm())
+    error = float((other - reference).norm())
+    return {
+        "grad_cosine": float(nn.functional.cosine_similarity(reference, other, dim=0)),
+        "grad_relative_error": error / reference_norm if reference_norm else float("nan"),
+    }

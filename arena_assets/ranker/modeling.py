@@ -281,8 +281,9 @@ def local_shard(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
-def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.dtype]:
-    """The backbone with LoRA adapters on the configured projections (a peft PeftModel)."""
+def build_model(config: TrainConfig, device: torch.device, *, finish: bool = True) -> tuple[Any, torch.dtype]:
+    """The backbone with LoRA adapters on the configured projections (a peft PeftModel); with `finish`
+    False, its frozen projections not yet in fp8 nor its layers compiled (`finish_model`)."""
     # Imported here: the predictor, which must run in a plain notebook image, never needs peft.
     from peft import LoraConfig, get_peft_model
 
@@ -321,6 +322,14 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.d
     if config.rebuild_activations and not config.compile_layers:  # measured and tested in eager layers only
         liger = getattr(peft_model.get_base_model(), "arena_liger", False)
         rebuild_activations(decoder_layers(peft_model), liger=liger)
+    if finish:
+        finish_model(config, peft_model, device)
+    return peft_model, dtype
+
+
+def finish_model(config: TrainConfig, peft_model: Any, device: torch.device) -> None:
+    """The last changes to a built model, which a full-precision pass can no longer follow: the frozen
+    projections in fp8 (`fp8_matmuls`), then the layers compiled (`compile_layers`)."""
     if config.fp8_matmuls:
         from arena_assets.ranker.fp8 import quantize_linears, require_fp8
 
@@ -331,7 +340,6 @@ def build_model(config: TrainConfig, device: torch.device) -> tuple[Any, torch.d
         # class) and reuses it in every layer, where compiling the whole model would unroll 48 of them.
         for layer in decoder_layers(peft_model):
             layer.compile()
-    return peft_model, dtype
 
 
 def build_optimizer(

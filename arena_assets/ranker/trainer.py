@@ -47,6 +47,7 @@ from arena_assets.ranker.data import (
     teacher_logits,
 )
 from arena_assets.ranker.evaluation import pair_metrics
+from arena_assets.ranker.fp8 import gradient_agreement, require_fp8
 from arena_assets.ranker.head import LetterHead, score_sequences
 from arena_assets.ranker.losses import hard_label_loss, soft_label_loss
 from arena_assets.ranker.modeling import (
@@ -54,6 +55,7 @@ from arena_assets.ranker.modeling import (
     build_model,
     build_optimizer,
     fast_path_report,
+    finish_model,
     peak_memory_gb,
 )
 from arena_assets.ranker.packing import pack_rows
@@ -103,6 +105,7 @@ class Run:
     total_steps: int
     work_dir: Path
     graphs: GraphedPasses | None = None
+    fp8_check: dict[str, float] = field(default_factory=dict)
     state: TrainState = field(default_factory=TrainState)
     wandb_run: Any = None
     profile_summary: dict[str, Any] = field(default_factory=dict)
@@ -138,7 +141,10 @@ def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> 
             f"fp8_matmuls trains in one process (this run has {accelerator.num_processes}): launch one "
             "process, or set fp8_matmuls to false"
         )
-    model, dtype = build_model(config, accelerator.device)
+    if config.fp8_matmuls:
+        require_fp8(accelerator.device)  # before the model loads
+    check_fp8 = config.fp8_matmuls and config.fp8_check_passes > 0
+    model, dtype = build_model(config, accelerator.device, finish=not check_fp8)  # else the check finishes it
     head = LetterHead(model, template.letter_ids)
     if config.fsdp and accelerator.num_processes > 1:
         head = shard_letter_head(head)
@@ -165,6 +171,9 @@ def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> 
         masters=masters, optimizer=optimizer, scheduler=scheduler, steps=steps, total_steps=total_steps,
         work_dir=output_dir.with_name(output_dir.name + ".work"),
     )  # fmt: skip
+    if check_fp8:
+        run.fp8_check = finish_with_fp8_check(run)
+        reporter.info(f"fp8 matmuls: {run.fp8_check}")
     if config.cuda_graphs:
         check_graphable(config, accelerator.device, accelerator.num_processes, model)
         run.graphs = GraphedPasses(
@@ -181,6 +190,49 @@ def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> 
         + fast_path_report(model, config, dtype)
     )
     return run
+
+
+def finish_with_fp8_check(run: Run) -> dict[str, float]:
+    """Quantize the frozen projections to fp8 (`finish_model`), having run the first `fp8_check_passes`
+    micro-batches forward and backward before and after, from one random state (the same dropout masks).
+
+    Raises when LoRA's gradient after the quantization keeps a cosine below `fp8_min_grad_cosine` with the
+    one before: then e4m3's rounding moves this model's training too far to trust."""
+    config, device = run.config, run.accelerator.device
+    batches = [rows for step in run.steps for rows in step][: config.fp8_check_passes]
+    passes = [
+        micro_batch(run, [feature(run.encoded.input_ids[r], run.targets[r], config.label) for r in rows])
+        for rows in batches
+    ]
+    run.state = TrainState()  # micro_batch counted the passes' tokens: they are not training's
+
+    def loss_and_gradient() -> tuple[float, torch.Tensor]:
+        mean_loss = torch.zeros((), device=device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(config.seed)
+            for inputs, targets in passes:
+                loss = pass_loss(run, run.head(*inputs), targets) / len(passes)
+                run.accelerator.backward(loss)
+                mean_loss += loss.detach()
+        gradient = torch.cat([p.grad.float().flatten() for _, p in run.trainable])
+        for _, p in run.trainable:
+            p.grad = None
+        return float(mean_loss), gradient
+
+    run.head.train()  # dropout and recompute as in training
+    before = loss_and_gradient()
+    finish_model(config, run.model, device)
+    after = loss_and_gradient()
+    check = {"check_passes": len(passes), "loss_full": before[0], "loss": after[0],
+             **gradient_agreement(before[1], after[1])}  # fmt: skip
+    if check["grad_cosine"] < config.fp8_min_grad_cosine:
+        raise ValueError(
+            f"fp8_matmuls: on the first {len(passes)} micro-batches of {config.train_path}, LoRA's gradient "
+            f"with fp8 matmuls has a cosine of {check['grad_cosine']:.3f} with the full-precision one "
+            f"(fp8_min_grad_cosine {config.fp8_min_grad_cosine}; loss {check['loss']:.4f} against "
+            f"{check['loss_full']:.4f}): train this model without fp8_matmuls"
+        )
+    return check
 
 
 def resume(run: Run) -> None:
@@ -487,6 +539,7 @@ def metrics_of(run: Run, scores: dict[str, float], wall_start: float) -> dict[st
         "peak_memory_gb": peak_memory_gb(),
         **{f"train_{k}": v for k, v in run.encoded.length_report().items()},
         **summary_metrics(run.profile_summary, "step"),
+        **{f"fp8_{k}": v for k, v in run.fp8_check.items()},
         **({} if run.graphs is None else {
             "cuda_graph_shapes": len(run.graphs.captured), "cuda_graph_replays": run.graphs.replays}),
     }

@@ -69,6 +69,7 @@ def test_passes_that_cannot_be_captured_are_refused_with_the_setting_to_change()
     assert ";" not in str(raised.value)  # the fused dropout is capturable: the device is all that is wrong
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the trainer takes the GPU: tests below use it")
 def test_the_trainer_refuses_cuda_graphs_on_the_cpu(
     small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:

@@ -216,6 +216,44 @@ def test_the_trainer_trains_and_saves_with_fp8_matmuls(
     metrics = trainer.train(config)
     assert metrics["steps"] == 2 and np.isfinite(metrics["train_loss_final"])
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    # The check before training: LoRA's gradient close to full precision's, but not the same numbers.
+    assert metrics["fp8_check_passes"] == config.fp8_check_passes == 2
+    assert 0.98 < metrics["fp8_grad_cosine"] < 1.0 and 0.0 < metrics["fp8_grad_relative_error"] < 0.2
+    assert abs(metrics["fp8_loss"] - metrics["fp8_loss_full"]) < 0.05 * metrics["fp8_loss_full"]
+
+
+def test_the_fp8_check_leaves_training_as_it_was(
+    small_files: PairFiles, make_train_config, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from arena_assets.ranker import trainer
+
+    def trained(name: str, check_passes: int) -> dict[str, torch.Tensor]:
+        config = make_train_config(small_files, tmp_path / name, fp8_matmuls=True, max_steps=2,
+                                   max_validation_rows=8, fp8_check_passes=check_passes,
+                                   lora_dropout=0.1)  # fmt: skip
+        metrics = trainer.train(config)
+        assert ("fp8_grad_cosine" in metrics) == (check_passes > 0)
+        return load_file(tmp_path / name / "adapter_model.safetensors")
+
+    checked, unchecked = trained("checked", 2), trained("unchecked", 0)
+    assert checked.keys() == unchecked.keys()
+    for name, weight in checked.items():  # the check drew its dropout masks from a forked generator
+        assert torch.equal(weight, unchecked[name]), name
+
+
+def test_the_trainer_refuses_fp8_when_the_gradient_strays(
+    small_files: PairFiles, make_train_config, tmp_path: Path
+) -> None:
+    from arena_assets.ranker import trainer
+
+    config = make_train_config(small_files, tmp_path / "adapter", fp8_matmuls=True, max_steps=2,
+                               fp8_min_grad_cosine=1.0)  # fmt: skip
+    refusal = r"fp8_matmuls: on the first 2 micro-batches of .*fp8_min_grad_cosine 1\.0"
+    with pytest.raises(ValueError, match=refusal):
+        trainer.train(config)
+    assert not (tmp_path / "adapter").exists()
 
 
 def test_quantizing_layers_without_a_linear_layer_is_refused() -> None:
