@@ -11,7 +11,8 @@ the entry point's metrics (`train_tokens_per_second` or `scoring_tokens_per_seco
 `padding_fraction`), and `loss_2048`: the straightforward and the fast (packed) trainer over the same 50
 steps, each against the straightforward recipe in fp32 from the same weights. On an H200 a 2-row variant
 takes about 25 s, a 16-row one 60-90 s, the bf16 loss curves 2.5 min and the fp32 one about 6 min; --only
-picks the variants of one run. With several GPUs visible, the variants and the loss check's three curves
+picks the variants of one run, --loss-runs the loss check's curves (`benchmarks/loss_check.py` compares
+curves from several calls). With several GPUs visible, the variants and the loss check's three curves
 run side by side, one child process per GPU (each variant still on one GPU). `*_profiled` variants record
 two steps with torch.profiler and print where the device time went.
 
@@ -329,7 +330,8 @@ def loss_curve(work: Path, backbone: Path, data: Path, name: str, *, steps: int)
 
 def compare_loss_curves(runs: dict[str, dict], steps: int) -> dict:
     """The straightforward and the fast trainer (packed rows), each beside the straightforward recipe in
-    fp32 from the same bf16 weights (`random_checkpoint`).
+    fp32 from the same bf16 weights (`random_checkpoint`), over the steps every curve has (`steps` where
+    each ran whole; fewer where a curve came back cut, `benchmarks/loss_check.py`).
 
     bf16 cannot be held to a fixed tolerance here: on random 14B weights the loss of one pair swings from
     0.07 to 2.7 between steps, and rounding differences grow over the updates. So the fp32 run is the
@@ -341,6 +343,8 @@ def compare_loss_curves(runs: dict[str, dict], steps: int) -> dict:
     if failed:
         return failed
     curves = {name: np.array([loss for _, loss in run["train_loss_curve"]]) for name, run in runs.items()}
+    steps = min(steps, *(len(curve) for curve in curves.values()))
+    curves = {name: curve[:steps] for name, curve in curves.items()}
     off = {k: np.abs(curves[k] - curves["fp32"]) for k in curves if k != "fp32"}
     summary = {f"{k}_vs_fp32_{s}": float(getattr(v, s)()) for k, v in off.items() for s in ("mean", "max")}
 
@@ -493,7 +497,8 @@ def main() -> None:
                         help="the loss check's curves to run, in this order (default: all, fp32 first)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/arena-bench"),
                         help="scratch directory; finished loss curves in it are reused (a long check split "
-                             "over calls on a warm machine, in an ignored folder of the tree)")  # fmt: skip
+                             "over calls on a warm machine: /tmp lasts between a machine's calls, folders "
+                             "of the tree do not)")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work.resolve()
