@@ -2,10 +2,11 @@
 
     python benchmarks/loss_check.py RESULTS.json [RESULTS.json ...]
 
-On one GPU the check's four curves take longer than one call, so `gpu_bench.py --loss-runs` runs some of
-them and keeps every finished curve whole under `loss_2048_curves` in its results.json. This reads those
-files (a later file's curve replaces an earlier one's), compares the curves with `compare_loss_curves` over
-the steps all of them have, and prints the comparison as JSON.
+On one GPU the check's curves take longer than one call, so `gpu_bench.py --loss-runs` runs some of them
+and keeps every finished curve whole under `loss_2048_curves` in its results.json. This reads those files (a
+later file's curve replaces an earlier one's), compares the curves with `compare_loss_curves` over the steps
+all of them have (the checked three, fp32, plain and fast, and any fp8 curve found), and prints the
+comparison as JSON.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gpu_bench import LOSS_RUNS, compare_loss_curves
+from gpu_bench import LOSS_CHECKED, compare_loss_curves
 
 
 def merged_curves(paths: list[Path]) -> dict[str, dict]:
@@ -22,7 +23,7 @@ def merged_curves(paths: list[Path]) -> dict[str, dict]:
     runs: dict[str, dict] = {}
     for path in paths:
         runs.update(json.loads(path.read_text()).get("loss_2048_curves", {}))
-    missing = sorted(set(LOSS_RUNS) - set(runs))
+    missing = sorted(set(LOSS_CHECKED) - set(runs))
     if missing:
         raise SystemExit(f"no curve for {missing} in {[str(p) for p in paths]}: run them with "
                          f"`gpu_bench.py --only loss_2048 --loss-runs {','.join(missing)}`")  # fmt: skip

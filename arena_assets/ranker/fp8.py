@@ -14,10 +14,13 @@ difference on the demo's trained model.
 Training (`TrainConfig.fp8_matmuls`) runs the frozen projections' forward and their input gradient in e4m3;
 the LoRA adapters, their gradients, attention and the optimizer stay as they were. The input gradient
 dx = dy @ W multiplies over the output channels, so it takes a second copy of W quantized per input channel
-(W's bf16 copy is freed: the two e4m3 copies take its memory), and each dy quantized per row.
+(W's bf16 copy is freed: the two e4m3 copies take its memory), and each dy quantized per row. With
+`forward=False` only the input gradient runs in e4m3: the forward, and so the loss, is the compute dtype's,
+and W's bf16 copy stays beside the one e4m3 copy.
 
     quantize_linears(decoder_layers(model))  # after loading (a merged model: no adapters); returns a count
     quantize_linears(decoder_layers(peft_model), backward=True)  # training: the frozen base layers only
+    quantize_linears(decoder_layers(peft_model), backward=True, forward=False)  # the input gradient alone
 """
 
 from __future__ import annotations
@@ -84,15 +87,23 @@ class _Fp8Matmul(torch.autograd.Function):
 
 class Fp8Linear(nn.Module):
     """A frozen nn.Linear whose matmul runs in e4m3 (see module docstring); bias and output in the input's
-    dtype. With `backward`, gradients reach its input (training LoRA around it); without, it scores only."""
+    dtype. With `backward`, gradients reach its input (training LoRA around it); without, it scores only.
+    Without `forward` (training only) the forward keeps the layer's own weight and only the input gradient
+    runs in e4m3."""
 
-    def __init__(self, linear: nn.Linear, *, backward: bool = False) -> None:
+    def __init__(self, linear: nn.Linear, *, backward: bool = False, forward: bool = True) -> None:
         super().__init__()
+        if not (forward or backward):
+            raise ValueError("Fp8Linear: forward=False leaves only the input gradient in e4m3: set backward")
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
-        quantized, scale = quantize_rows_torch(weight)  # once: per output channel
-        self.register_buffer("weight_fp8", quantized)  # [out, in], row-major: the matmul takes its .t()
-        self.register_buffer("weight_scale", scale.t().contiguous())  # [1, out]
+        self.fp8_forward = forward
+        if forward:
+            quantized, scale = quantize_rows_torch(weight)  # once: per output channel
+            self.register_buffer("weight_fp8", quantized)  # [out, in], row-major: the matmul takes its .t()
+            self.register_buffer("weight_scale", scale.t().contiguous())  # [1, out]
+        else:
+            self.register_buffer("weight", weight)  # the same storage: no copy
         self.backward = backward
         if backward:  # dy @ W multiplies over the output channels: W quantized per input channel
             quantized_t, scale_t = quantize_rows_torch(weight.t().contiguous())
@@ -102,6 +113,8 @@ class Fp8Linear(nn.Module):
         self.register_buffer("bias", bias.detach().clone() if bias is not None else None)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fp8_forward:
+            return nn.functional.linear(x, self.weight, self.bias)
         quantized = getattr(x, _QUANTIZED, None)  # the same input, quantized by a sibling projection
         if quantized is None:
             quantized = quantize_rows(x.reshape(-1, self.in_features))
@@ -120,7 +133,8 @@ class Fp8Linear(nn.Module):
         return _Fp8Matmul.apply(x, self)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, e4m3"
+        e4m3 = "e4m3" if self.fp8_forward else "e4m3 for the input gradient"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {e4m3}"
 
 
 def require_fp8(device: torch.device) -> None:
@@ -134,10 +148,11 @@ def require_fp8(device: torch.device) -> None:
         )
 
 
-def quantize_linears(layers: list[nn.Module], *, backward: bool = False) -> int:
+def quantize_linears(layers: list[nn.Module], *, backward: bool = False, forward: bool = True) -> int:
     """Replace every nn.Linear inside these (decoder) layers with an Fp8Linear, freeing the original
     weights; returns how many. With `backward` (training) only the frozen ones, each passing gradients to its
-    input: the trainable ones (LoRA's) stay. Sizes must be multiples of 16 (the fp8 matmul's tiles)."""
+    input: the trainable ones (LoRA's) stay; without `forward` their forward keeps the original weights.
+    Sizes must be multiples of 16 (the fp8 matmul's tiles)."""
     count = 0
     for layer in layers:
         for parent in list(layer.modules()):
@@ -149,7 +164,7 @@ def quantize_linears(layers: list[nn.Module], *, backward: bool = False) -> int:
                         f"fp8_matmuls: {name} is {child.in_features} x {child.out_features}; the fp8 matmul "
                         "needs multiples of 16: run this model without fp8_matmuls"
                     )
-                setattr(parent, name, Fp8Linear(child, backward=backward))
+                setattr(parent, name, Fp8Linear(child, backward=backward, forward=forward))
                 count += 1
     if count == 0:  # a setting that changes nothing must not pass for one that does
         raise ValueError("fp8_matmuls: these layers hold no linear layer to quantize")

@@ -22,6 +22,12 @@ from arena_assets.ranker.rebuilt_activations import rebuild_activations, rebuild
 
 log = logging.getLogger(__name__)
 RANDOM_INIT_SEED = 0  # random_init's weights (benchmarks)
+# The fast-path log line's words for (fp8_matmuls, fp8_forward).
+FROZEN_MATMULS = {
+    (False, True): "in the compute dtype",
+    (True, True): "in e4m3",
+    (True, False): "in the compute dtype forward, e4m3 for the input gradient",
+}
 
 
 def resolve_dtype(precision: str, device: torch.device, *, training: bool = False) -> torch.dtype:
@@ -211,7 +217,7 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
         f"norm and SwiGLU outputs {'rebuilt in backward' if rebuilt else 'kept'}, "
         f"compiled layers {'on' if getattr(layers[0], '_compiled_call_impl', None) else 'off'}, "
         f"CUDA graphs {'on for rows of one length' if config.cuda_graphs else 'off'}, "
-        f"frozen matmuls in {'e4m3' if config.fp8_matmuls else 'the compute dtype'}"
+        f"frozen matmuls {FROZEN_MATMULS[config.fp8_matmuls, config.fp8_forward]}"
     )
 
 
@@ -334,7 +340,7 @@ def finish_model(config: TrainConfig, peft_model: Any, device: torch.device) -> 
         from arena_assets.ranker.fp8 import quantize_linears, require_fp8
 
         require_fp8(device)
-        quantize_linears(decoder_layers(peft_model), backward=True)
+        quantize_linears(decoder_layers(peft_model), backward=True, forward=config.fp8_forward)
     if config.compile_layers:
         # Regional compilation: the layers share their code, so dynamo compiles one graph (per input shape
         # class) and reuses it in every layer, where compiling the whole model would unroll 48 of them.

@@ -1,5 +1,5 @@
-"""fp8 scoring: e4m3 quantization within its rounding, the fp8 matmul's arithmetic, and letter logits close
-to full precision on the demo's trained stage-1 model."""
+"""fp8 matmuls: e4m3 quantization within its rounding, the fp8 matmul's arithmetic, letter logits close to
+full precision on the demo's trained stage-1 model, and training LoRA around e4m3 frozen layers."""
 
 from __future__ import annotations
 
@@ -183,8 +183,31 @@ def test_a_trainable_fp8_linear_passes_its_input_the_gradient_of_the_quantized_o
         scoring(torch.randn(3, 64, requires_grad=True))
 
 
+def test_an_fp8_linear_without_fp8_forward_quantizes_only_the_input_gradient() -> None:
+    """fp8_forward false: the forward is the layer's own, bit for bit; dx = dy @ W as with fp8 throughout."""
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(64, 32, bias=True).requires_grad_(False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(32, 64, generator=generator))
+    both, backward_only = (fp8.Fp8Linear(linear, backward=True, forward=f) for f in (True, False))
+    x = torch.randn(2, 5, 64, generator=generator, requires_grad=True)
+    grad_out = torch.randn(2, 5, 32, generator=generator)
+    y = backward_only(x)
+    assert torch.equal(y, linear(x)) and not torch.equal(both(x), linear(x))
+    y.backward(grad_out)
+    grad_backward_only = x.grad.clone()
+    x.grad = None
+    both(x).backward(grad_out)
+    assert torch.equal(grad_backward_only, x.grad) and not torch.equal(x.grad, grad_out @ linear.weight)
+    assert backward_only.weight.data_ptr() == linear.weight.data_ptr()  # kept, not copied
+    assert not hasattr(backward_only, "weight_fp8")  # nor quantized for a forward it does not run
+    with pytest.raises(ValueError, match="set backward"):
+        fp8.Fp8Linear(linear, forward=False)
+
+
+@pytest.mark.parametrize("fp8_forward", [True, False], ids=["fp8_forward", "fp8_input_gradient_only"])
 def test_training_with_fp8_matmuls_quantizes_the_frozen_layers_and_keeps_lora_gradients(
-    small_files: PairFiles, make_train_config, tmp_path: Path
+    small_files: PairFiles, make_train_config, tmp_path: Path, fp8_forward: bool
 ) -> None:
     from transformers import AutoTokenizer
 
@@ -193,13 +216,18 @@ def test_training_with_fp8_matmuls_quantizes_the_frozen_layers_and_keeps_lora_gr
 
     def config(fp8_matmuls: bool):
         return make_train_config(small_files, tmp_path, lora_dropout=0.0, gradient_checkpointing=0.0,
-                                 fp8_matmuls=fp8_matmuls)  # fmt: skip
+                                 fp8_matmuls=fp8_matmuls,
+                                 fp8_forward=fp8_forward or not fp8_matmuls)  # fmt: skip
 
     tokenizer = AutoTokenizer.from_pretrained(config(False).backbone)
     batch = _batch(tokenizer, read_pairs(small_files.train).head(4), labels=True)
     loss, grads, _ = _loss_and_grads(config(False), batch)
     loss_fp8, grads_fp8, _ = _loss_and_grads(config(True), batch)
-    assert abs(float(loss_fp8) - float(loss)) < 0.05 * abs(float(loss)) and float(loss_fp8) != float(loss)
+    if fp8_forward:
+        assert abs(float(loss_fp8) - float(loss)) < 0.05 * abs(float(loss)) and float(loss_fp8) != float(loss)
+    else:  # the forward untouched: the loss of full precision, digit for digit
+        assert float(loss_fp8) == float(loss)
+        assert any(not torch.equal(grads_fp8[name], grad) for name, grad in grads.items())
     assert grads_fp8.keys() == grads.keys() and len(grads) == LORA_PARAMS
     for name, grad in grads.items():
         cosine = torch.nn.functional.cosine_similarity(grads_fp8[name].flatten(), grad.flatten(), dim=0)
@@ -263,3 +291,8 @@ def test_quantizing_layers_without_a_linear_layer_is_refused() -> None:
     with pytest.raises(ValueError, match="no linear layer to quantize"):
         fp8.quantize_linears([trainable], backward=True)
     assert fp8.quantize_linears([trainable]) == 1  # scoring quantizes every one
+
+
+def test_fp8_forward_alone_is_refused(small_files: PairFiles, make_train_config, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fp8_forward: false .* takes fp8_matmuls: true"):
+        make_train_config(small_files, tmp_path, fp8_forward=False)
