@@ -31,10 +31,12 @@ class Rebuild:
     """A tensor as the call that made it, for the functions that would keep it for backward.
 
     Each keeper calls `keep()` in forward and `get()` once in backward; the tensor is made on the first
-    `get()` and held until the last keeper took it."""
+    `get()` and held until the last keeper took it. Then the call's inputs go too: the keepers' autograd
+    nodes hold this object for as long as anything holds the loss (the trainer's, until the next pass's
+    forward), and the inputs are a pass's worth of activations."""
 
     def __init__(self, make: Callable[[], torch.Tensor], device: torch.device) -> None:
-        self.make = make
+        self.make: Callable[[], torch.Tensor] | None = make
         kind = device.type
         # The forward's autocast state, entered again to rebuild; None (the trainer's case: weights in the
         # compute dtype, no autocast) spares backward the context, which costs more than its kernel's launch.
@@ -47,6 +49,8 @@ class Rebuild:
         return self
 
     def get(self) -> torch.Tensor:
+        if self.make is None:
+            raise RuntimeError("a rebuilt activation was asked for after its last keeper took it")
         if self.value is None:
             with torch.no_grad():
                 if self.autocast is None:
@@ -57,7 +61,7 @@ class Rebuild:
         value = self.value
         self.kept -= 1
         if self.kept <= 0:
-            self.value = None
+            self.value, self.make = None, None
         return value
 
 

@@ -358,6 +358,37 @@ def _storages_alive_after_forward(config: TrainConfig, batch: dict[str, torch.Te
     return alive
 
 
+def _inputs_alive_after_backward(config: TrainConfig, batch: dict[str, torch.Tensor]) -> list[bool]:
+    """After one training forward and backward, the loss still held (as the trainer holds it until the next
+    pass's forward): whether the tensors the rebuilds make their tensors from (each RMSNorm's input, the
+    gate and up projections' outputs) are still in memory, in the layers that rebuild (a recomputed layer's
+    input is torch's checkpoint's to hold)."""
+    from arena_assets.ranker.rebuilt_activations import rebuilds_activations
+
+    set_seed(0)
+    model, _ = modeling.build_model(config, torch.device("cpu"))
+    refs: list[int] = []
+
+    def remember(tensor: torch.Tensor) -> None:
+        refs.append(tensor.untyped_storage()._weak_ref())
+
+    for layer in modeling.decoder_layers(model):
+        if not rebuilds_activations(layer) or getattr(layer, "gradient_checkpointing", False):
+            continue
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            norm.register_forward_pre_hook(lambda _m, args: remember(args[0]))
+        for projection in (layer.mlp.gate_proj, layer.mlp.up_proj):
+            projection.register_forward_hook(lambda _m, _i, out: remember(out))
+    head = LetterHead(model, letter_token_ids(AutoTokenizer.from_pretrained(config.backbone))).train()
+    loss = hard_label_loss(head(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+    loss.backward()
+    alive = [not torch.UntypedStorage._expired(ref) for ref in refs]
+    for ref in refs:
+        torch.UntypedStorage._free_weak_ref(ref)
+    assert loss.grad_fn is not None and refs  # held, with its graph, while the storages were looked at
+    return alive
+
+
 @pytest.mark.parametrize("share", [0.0, 0.5])
 def test_rebuilt_activations_give_the_same_numbers_and_are_not_kept(
     small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path, share: float
@@ -384,6 +415,9 @@ def test_rebuilt_activations_give_the_same_numbers_and_are_not_kept(
     assert _storages_alive_after_forward(config(True), batch) == [False] * 6
     # Hooks around the model (here a count of what is kept) still see every tensor not rebuilt.
     assert 0 < _bytes_kept_for_backward(config(True), batch) < _bytes_kept_for_backward(config(False), batch)
+    # Nor after backward, while the loss and so its graph's nodes are held: at the 14B shape that was 13 GiB
+    # a 2 x 2048 pass (benchmarks/RESULTS.md, 2026-11-29, the fp8 check's passes).
+    assert not any(_inputs_alive_after_backward(config(True), batch))
 
 
 def test_a_rebuild_is_made_once_for_its_keepers_and_then_let_go() -> None:
@@ -394,7 +428,9 @@ def test_a_rebuild_is_made_once_for_its_keepers_and_then_let_go() -> None:
     keepers = [rebuild.keep() for _ in range(3)]  # q, k and v keep the normed hidden states
     values = [keeper.get() for keeper in keepers]
     assert len(calls) == 1 and all(v is values[0] for v in values)
-    assert rebuild.value is None  # the last keeper took it: nothing held after backward
+    assert rebuild.value is None and rebuild.make is None  # the last keeper took it: nothing held after
+    with pytest.raises(RuntimeError, match="after its last keeper"):
+        rebuild.get()
     assert rebuild_of(torch.zeros(2)) is None  # a tensor no layer handed out is kept as it is
     # Made under the forward's autocast, which backward does not run under.
     a = torch.randn(4, 4)
