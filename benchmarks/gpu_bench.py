@@ -155,6 +155,8 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
         "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "gradient_checkpointing": 0.125}),
     "train_real_recipe_packed_fp8grad_quarter": ("train", "real", {
         **RECIPE, **STEP_16, "pack_sequences": True, **FP8_GRAD_TRAIN, "gradient_checkpointing": 0.25}),
+    "train_real_recipe_packed_fp8grad_none": ("train", "real", {
+        **RECIPE, **STEP_16, "pack_sequences": True, **FP8_GRAD_TRAIN, "gradient_checkpointing": 0.0}),
     "train_real_recipe_packed_none": (
         "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "gradient_checkpointing": 0.0}),
     "train_real_recipe_packed_torch_dropout": (
