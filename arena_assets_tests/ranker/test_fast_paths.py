@@ -335,25 +335,41 @@ def test_liger_kernels_keep_loss_and_grads(
         assert cosine > 0.99, f"{name}: gradient direction changed with liger (cosine {cosine:.4f})"
 
 
+class _StorageWatch:
+    """Weak references to tensors' storages, to ask which are still in memory."""
+
+    def __init__(self) -> None:
+        self.refs: list[int] = []
+
+    def remember(self, tensor: torch.Tensor) -> None:
+        self.refs.append(tensor.untyped_storage()._weak_ref())
+
+    def alive(self) -> list[bool]:
+        alive = [not torch.UntypedStorage._expired(ref) for ref in self.refs]
+        for ref in self.refs:
+            torch.UntypedStorage._free_weak_ref(ref)
+        self.refs = []
+        return alive
+
+
+def _training_head(config: TrainConfig) -> tuple[list[torch.nn.Module], LetterHead]:
+    set_seed(0)
+    model, _ = modeling.build_model(config, torch.device("cpu"))
+    head = LetterHead(model, letter_token_ids(AutoTokenizer.from_pretrained(config.backbone))).train()
+    return modeling.decoder_layers(model), head
+
+
 def _storages_alive_after_forward(config: TrainConfig, batch: dict[str, torch.Tensor]) -> list[bool]:
     """After one training forward: whether each layer's two RMSNorm outputs and SwiGLU product are still in
     memory (held for backward), in layer order."""
-    set_seed(0)
-    model, _ = modeling.build_model(config, torch.device("cpu"))
-    refs: list[int] = []
-
-    def remember(tensor: torch.Tensor) -> None:
-        refs.append(tensor.untyped_storage()._weak_ref())
-
-    for layer in modeling.decoder_layers(model):
-        layer.input_layernorm.register_forward_hook(lambda _m, _i, out: remember(out))
-        layer.post_attention_layernorm.register_forward_hook(lambda _m, _i, out: remember(out))
-        layer.mlp.down_proj.register_forward_pre_hook(lambda _m, args: remember(args[0]))
-    head = LetterHead(model, letter_token_ids(AutoTokenizer.from_pretrained(config.backbone))).train()
+    layers, head = _training_head(config)
+    watch = _StorageWatch()
+    for layer in layers:
+        layer.input_layernorm.register_forward_hook(lambda _m, _i, out: watch.remember(out))
+        layer.post_attention_layernorm.register_forward_hook(lambda _m, _i, out: watch.remember(out))
+        layer.mlp.down_proj.register_forward_pre_hook(lambda _m, args: watch.remember(args[0]))
     loss = hard_label_loss(head(batch["input_ids"], batch["attention_mask"]), batch["labels"])
-    alive = [not torch.UntypedStorage._expired(ref) for ref in refs]
-    for ref in refs:
-        torch.UntypedStorage._free_weak_ref(ref)
+    alive = watch.alive()
     loss.backward()  # the rebuilt tensors serve backward
     return alive
 
@@ -365,28 +381,19 @@ def _inputs_alive_after_backward(config: TrainConfig, batch: dict[str, torch.Ten
     input is torch's checkpoint's to hold)."""
     from arena_assets.ranker.rebuilt_activations import rebuilds_activations
 
-    set_seed(0)
-    model, _ = modeling.build_model(config, torch.device("cpu"))
-    refs: list[int] = []
-
-    def remember(tensor: torch.Tensor) -> None:
-        refs.append(tensor.untyped_storage()._weak_ref())
-
-    for layer in modeling.decoder_layers(model):
+    layers, head = _training_head(config)
+    watch = _StorageWatch()
+    for layer in layers:
         if not rebuilds_activations(layer) or getattr(layer, "gradient_checkpointing", False):
             continue
         for norm in (layer.input_layernorm, layer.post_attention_layernorm):
-            norm.register_forward_pre_hook(lambda _m, args: remember(args[0]))
+            norm.register_forward_pre_hook(lambda _m, args: watch.remember(args[0]))
         for projection in (layer.mlp.gate_proj, layer.mlp.up_proj):
-            projection.register_forward_hook(lambda _m, _i, out: remember(out))
-    head = LetterHead(model, letter_token_ids(AutoTokenizer.from_pretrained(config.backbone))).train()
+            projection.register_forward_hook(lambda _m, _i, out: watch.remember(out))
     loss = hard_label_loss(head(batch["input_ids"], batch["attention_mask"]), batch["labels"])
     loss.backward()
-    alive = [not torch.UntypedStorage._expired(ref) for ref in refs]
-    for ref in refs:
-        torch.UntypedStorage._free_weak_ref(ref)
-    assert loss.grad_fn is not None and refs  # held, with its graph, while the storages were looked at
-    return alive
+    assert watch.refs and loss.grad_fn is not None  # held, with its graph, while the storages are looked at
+    return watch.alive()
 
 
 @pytest.mark.parametrize("share", [0.0, 0.5])
