@@ -31,7 +31,7 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from arena_assets.ranker import checkpointing
+from arena_assets.ranker import checkpointing, out_of_memory
 from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.collate import collate_rows, collate_targets, plan_steps, shard_batches, to_device
 from arena_assets.ranker.config import TrainConfig
@@ -276,7 +276,12 @@ def fit(run: Run) -> None:
     with StepProfiler(profile_dir, steps=config.profile_steps, lora_r=config.lora_r) as profiler:
         while state.step < run.total_steps:
             step_start = time.perf_counter()
-            step_loss, step_tokens, grad_norm = train_step(run, run.steps[state.step])
+            try:
+                step_loss, step_tokens, grad_norm = train_step(run, run.steps[state.step])
+            except torch.OutOfMemoryError as error:
+                advice = out_of_memory.advice(config, step=state.step + 1, total_steps=run.total_steps,
+                                              device=run.accelerator.device)  # fmt: skip
+                raise torch.OutOfMemoryError(advice) from error
             state.step += 1
             state.train_seconds += time.perf_counter() - step_start
             profiler.step()

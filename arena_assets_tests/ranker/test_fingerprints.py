@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
-from arena_assets.ranker import trainer
+from arena_assets.ranker import out_of_memory, trainer
 from arena_assets.ranker.artifacts import MANIFEST_NAME
 from arena_assets.ranker.config import TrainConfig
 from arena_assets_tests.ranker.conftest import PairFiles
@@ -91,6 +92,37 @@ def test_a_changed_config_starts_fresh(
     assert metrics["steps"] == min(STEPS, change.get("max_steps", STEPS))
     assert [s for s, _ in metrics["train_loss_curve"]] == list(range(1, metrics["steps"] + 1))
     assert json.loads((Path(config.output_dir) / MANIFEST_NAME).read_text())["config"][name] == value
+
+
+@pytest.mark.slow
+def test_a_run_out_of_memory_says_what_to_change_and_resumes_with_more_layers_recomputed(
+    small_config: Callable[..., TrainConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real_step = trainer.train_step
+
+    def third_step_out_of_memory(run: Any, batches: Any) -> Any:
+        if run.state.step == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(run, batches)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "train_step", third_step_out_of_memory)
+        advice = (rf"out of GPU memory in step 3 of {STEPS}: recompute a larger share of the layers .*"
+                  r"gradient_checkpointing, now 0;.* resumes from the last checkpoint")  # fmt: skip
+        with pytest.raises(torch.OutOfMemoryError, match=advice) as raised:
+            trainer.train(small_config(gradient_checkpointing=0.0))
+    assert "Tried to allocate" in str(raised.value.__cause__)  # torch's own message, chained
+
+    metrics = trainer.train(small_config(gradient_checkpointing=0.5))  # recompute changes no number
+    assert f"resumed from step 2 of {STEPS}" in _log(capsys, caplog)
+    assert metrics["steps"] == STEPS
+    # Without checkpoints nothing resumes, and the message says so.
+    unsaved = out_of_memory.advice(small_config(checkpoint_every_steps=0), step=1, total_steps=STEPS,
+                                   device=torch.device("cpu"))  # fmt: skip
+    assert "keeps no checkpoint (set checkpoint_every_minutes), so a rerun starts over" in unsaved
 
 
 @pytest.mark.slow

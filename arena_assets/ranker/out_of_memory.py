@@ -1,0 +1,47 @@
+"""What a training run that ran out of GPU memory tells its user: which settings free memory, and whether a
+rerun resumes.
+
+A long run can meet its largest pass hours in (the qwen14b recipe trains without recomputing any layer, 68.7
+GiB on an 80 GB GPU; benchmarks/RESULTS.md). Recomputing a share of the layers changes no number, so
+`gradient_checkpointing` stays outside the checkpoint fingerprint (ranker/checkpointing.py): the rerun with a
+larger share resumes from the last checkpoint instead of starting over.
+
+    except torch.OutOfMemoryError as error:
+        raise torch.OutOfMemoryError(advice(config, step=7, total_steps=100, device=device)) from error
+"""
+
+from __future__ import annotations
+
+import torch
+
+from arena_assets.ranker.config import TrainConfig
+
+GIB = 2**30
+
+
+def advice(config: TrainConfig, *, step: int, total_steps: int, device: torch.device) -> str:
+    """The message for an out-of-memory error in `step` (1-based): the memory the GPU held, the settings
+    that lower it (with their values now), and what a rerun does."""
+    where = f"out of GPU memory in step {step} of {total_steps}"
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / GIB
+        total = torch.cuda.get_device_properties(device).total_memory / GIB
+        where += f" ({peak:.1f} GiB allocated at the peak, of the GPU's {total:.1f})"
+    if config.micro_batch_tokens:
+        smaller = f"micro_batch_tokens (now {config.micro_batch_tokens}: the tokens of one forward pass)"
+    else:
+        smaller = f"per_device_batch_size (now {config.per_device_batch_size}: rows a forward pass)"
+    settings = (
+        f"recompute a larger share of the layers in backward (gradient_checkpointing, now "
+        f"{config.gradient_checkpointing:g}; an eighth, 0.125, took 4 GiB less on the 14B shape at real "
+        f"lengths, and it changes no number), or lower {smaller}"
+    )
+    checkpointed = config.resume and (config.checkpoint_every_steps or config.checkpoint_every_minutes)
+    if checkpointed:
+        rerun = (
+            "a rerun with gradient_checkpointing changed resumes from the last checkpoint; other changes "
+            "start the run over"
+        )
+    else:
+        rerun = "the run keeps no checkpoint (set checkpoint_every_minutes), so a rerun starts over"
+    return f"{where}: {settings}; {rerun}"
