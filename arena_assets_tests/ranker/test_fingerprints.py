@@ -53,22 +53,27 @@ def _interrupted_run(config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> No
     assert sorted(p.name for p in work.glob("checkpoint-*")) and not Path(config.output_dir).exists()
 
 
-def _log(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> str:
-    captured = capsys.readouterr()
-    return caplog.text + captured.out + captured.err
+@pytest.fixture
+def run_log(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Callable[[], str]:
+    """What the runs so far logged and printed."""
+
+    def read() -> str:
+        captured = capsys.readouterr()
+        return caplog.text + captured.out + captured.err
+
+    return read
 
 
 @pytest.mark.slow
 def test_an_unchanged_config_resumes(
     small_config: Callable[..., TrainConfig],
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    run_log: Callable[[], str],
 ) -> None:
     _interrupted_run(small_config(), monkeypatch)
     metrics = trainer.train(small_config(log_every_steps=1))  # a runtime field may change
 
-    assert f"resumed from step {STEPS} of {STEPS}" in _log(capsys, caplog)
+    assert f"resumed from step {STEPS} of {STEPS}" in run_log()
     assert metrics["steps"] == STEPS
 
 
@@ -78,14 +83,13 @@ def test_a_changed_config_starts_fresh(
     small_config: Callable[..., TrainConfig],
     change: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    run_log: Callable[[], str],
 ) -> None:
     _interrupted_run(small_config(), monkeypatch)
     config = small_config(**change)
     metrics = trainer.train(config)  # before fingerprints: a shape error, or the old run's weights
 
-    log = _log(capsys, caplog)
+    log = run_log()
     assert "resumed" not in log and "not resuming" in log
     name, value = next(iter(change.items()))
     assert f"config.{name}" in log  # the log line says what changed
@@ -98,8 +102,7 @@ def test_a_changed_config_starts_fresh(
 def test_a_run_out_of_memory_says_what_to_change_and_resumes_with_more_layers_recomputed(
     small_config: Callable[..., TrainConfig],
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    run_log: Callable[[], str],
 ) -> None:
     real_step = trainer.train_step
 
@@ -117,7 +120,7 @@ def test_a_run_out_of_memory_says_what_to_change_and_resumes_with_more_layers_re
     assert "Tried to allocate" in str(raised.value.__cause__)  # torch's own message, chained
 
     metrics = trainer.train(small_config(gradient_checkpointing=0.5))  # recompute changes no number
-    assert f"resumed from step 2 of {STEPS}" in _log(capsys, caplog)
+    assert f"resumed from step 2 of {STEPS}" in run_log()
     assert metrics["steps"] == STEPS
     # Without checkpoints nothing resumes, and the message says so.
     unsaved = out_of_memory.advice(small_config(checkpoint_every_steps=0), step=1, total_steps=STEPS,
