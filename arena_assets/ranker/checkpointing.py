@@ -23,8 +23,8 @@ from arena_assets.ranker.config import TrainConfig, config_to_dict
 from arena_assets.ranker.modeling import local_shard
 
 # Config fields that never change the trained weights: a checkpoint stays valid when only these differ.
-# Recomputed layers replay their forward with its random state (the same numbers: test_fast_paths.py), so a
-# run that ran out of memory resumes with a larger share (ranker/out_of_memory.py).
+# Recomputed layers replay their forward with its random state (within fp32 rounding on the CPU:
+# test_fast_paths.py), so a run that ran out of memory resumes with a larger share (ranker/out_of_memory.py).
 RUNTIME_FIELDS = frozenset({
     "output_dir", "validation_path", "max_validation_rows", "eval_every_steps", "eval_batch_size",
     "checkpoint_every_steps", "checkpoint_every_minutes", "resume", "log_every_steps",

@@ -1,8 +1,11 @@
 """What a training run that ran out of GPU memory tells its user: which settings free memory, and whether a
 rerun resumes.
 
-A long run can meet its largest pass hours in (the qwen14b recipe trains without recomputing any layer, 68.7
-GiB on an 80 GB GPU; benchmarks/RESULTS.md). Recomputing a share of the layers changes no number, so
+A long run can meet its largest pass hours in (the qwen14b recipe trains without recomputing any layer: 68.7
+GiB at real lengths on an H200, meant for 80 GB GPUs; benchmarks/RESULTS.md). Recomputing a share of the
+layers replays their forward with its random state: loss and gradients within 1e-5 in fp32 on the CPU
+(test_fast_paths.py; only summation order may differ), and on a GPU, where two runs of one config already
+differ in their last bits (attention's backward is not bit-reproducible), no change of another kind. So
 `gradient_checkpointing` stays outside the checkpoint fingerprint (ranker/checkpointing.py): the rerun with a
 larger share resumes from the last checkpoint instead of starting over.
 
@@ -34,7 +37,7 @@ def advice(config: TrainConfig, *, step: int, total_steps: int, device: torch.de
     settings = (
         f"recompute a larger share of the layers in backward (gradient_checkpointing, now "
         f"{config.gradient_checkpointing:g}; an eighth, 0.125, took 4 GiB less on the 14B shape at real "
-        f"lengths, and it changes no number), or lower {smaller}"
+        f"lengths, and it replays the same operations), or lower {smaller}"
     )
     checkpointed = config.resume and (config.checkpoint_every_steps or config.checkpoint_every_minutes)
     if checkpointed:

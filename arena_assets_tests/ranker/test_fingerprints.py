@@ -119,7 +119,7 @@ def test_a_run_out_of_memory_says_what_to_change_and_resumes_with_more_layers_re
             trainer.train(small_config(gradient_checkpointing=0.0))
     assert "Tried to allocate" in str(raised.value.__cause__)  # torch's own message, chained
 
-    metrics = trainer.train(small_config(gradient_checkpointing=0.5))  # recompute changes no number
+    metrics = trainer.train(small_config(gradient_checkpointing=0.5))  # recompute: equal within rounding
     assert f"resumed from step 2 of {STEPS}" in run_log()
     assert metrics["steps"] == STEPS
     # Without checkpoints nothing resumes, and the message says so.
