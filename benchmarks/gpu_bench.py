@@ -79,6 +79,13 @@ FP8 = {"use_liger": "auto", "pack_sequences": True, "fp8_matmuls": True, "fp8_mi
 FP8_TRAIN = {"fp8_matmuls": True, "fp8_min_grad_cosine": -1.0}
 # Only the frozen projections' input gradient in e4m3: the forward, and so the loss, stays bf16's.
 FP8_GRAD_TRAIN = {**FP8_TRAIN, "fp8_forward": False}
+# The forward in e4m3 but for the named projections': down_proj, whose input (SwiGLU's output) spans the
+# widest range; or the MLP's three, leaving attention's four projections in e4m3.
+FP8_NO_DOWN_TRAIN = {**FP8_TRAIN, "fp8_forward_exclude": ["down_proj"]}
+FP8_ATTENTION_TRAIN = {**FP8_TRAIN, "fp8_forward_exclude": ["gate_proj", "up_proj", "down_proj"]}
+# An 80 GB GPU (an H100) on a larger one: torch's allocator capped at what such a GPU leaves a process, its
+# 79.19 GiB less about 0.6 GiB for the CUDA context. Where it runs out, an 80 GB GPU would (train_variant).
+GPU_80GB = {"gpu_memory_gib": 78.6}
 STEP_16 = {"global_batch_size": 16}
 ROWS_4 = {"per_device_batch_size": 4, "global_batch_size": 4}
 # name -> (entry point, max length or "real" for the WSDM-like rows at 4096, config overrides)
@@ -126,6 +133,14 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_4096_fast_fp8grad_graphs": ("train", 4096, {**FAST, **FP8_GRAD_TRAIN, "cuda_graphs": True}),
     "train_real_recipe_packed_fp8grad": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True,
                                                            **FP8_GRAD_TRAIN}),
+    "train_2048_fast_fp8nodown_graphs": ("train", 2048, {**FAST, **FP8_NO_DOWN_TRAIN, "cuda_graphs": True}),
+    "train_2048_fast_fp8attention_graphs": (
+        "train", 2048, {**FAST, **FP8_ATTENTION_TRAIN, "cuda_graphs": True}),
+    "train_4096_fast_80gb": ("train", 4096, {**FAST, **GPU_80GB}),
+    "train_2048_fast_fp8grad_graphs_80gb": (
+        "train", 2048, {**FAST, **FP8_GRAD_TRAIN, "cuda_graphs": True, **GPU_80GB}),
+    "train_real_recipe_packed_80gb": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True,
+                                                        **GPU_80GB}),
     "train_4096_fast_eighth": ("train", 4096, {**FAST, "gradient_checkpointing": 0.125}),
     "train_4096_fast_quarter_kept_activations": (
         "train", 4096, {**FAST, "gradient_checkpointing": 0.25, "rebuild_activations": False}),
@@ -325,6 +340,8 @@ LOSS_RUNS = {
     # Not part of the pass/fail check: how far e4m3's frozen matmuls move the fast path's curve.
     "fast_fp8": {**PACKED, "use_liger": "off", **FP8_TRAIN},
     "fast_fp8grad": {**PACKED, "use_liger": "off", **FP8_GRAD_TRAIN},
+    "fast_fp8nodown": {**PACKED, "use_liger": "off", **FP8_NO_DOWN_TRAIN},
+    "fast_fp8attention": {**PACKED, "use_liger": "off", **FP8_ATTENTION_TRAIN},
 }
 LOSS_CHECKED = ("fp32", "plain", "fast")  # the pass/fail check's curves; the fp8 ones are compared beside
 
@@ -411,13 +428,21 @@ class GpuSlots:
 SLOTS = GpuSlots()
 
 
-def run_entry(module: str, config: dict, work: Path, name: str, *, keep_curve: bool = False) -> dict:
-    """Run one entry point as a child process and return its metrics.json plus wall time."""
+def run_entry(
+    module: str, config: dict, work: Path, name: str, *, keep_curve: bool = False, memory_gib: float = 0.0
+) -> dict:
+    """Run one entry point as a child process and return its metrics.json plus wall time; with
+    `memory_gib`, torch's allocator in the child holds at most that much of the GPU (GPU_80GB)."""
     config_path = work / f"{name}.json"
     config_path.write_text(json.dumps(config))
+    command = [sys.executable, "-m", module, "--config", str(config_path)]
+    if memory_gib:
+        command[1:3] = ["-c", "import runpy, torch; torch.cuda.set_per_process_memory_fraction("
+                        f"{memory_gib} * 2**30 / torch.cuda.get_device_properties(0).total_memory); "
+                        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", module, "--config", str(config_path)],
+        command,
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -454,9 +479,10 @@ def train_variant(
         "precision": "bf16",  # logging every 10 steps, as the recipe: a log line waits for the GPU
         **extra,
     }
+    memory_gib = config.pop("gpu_memory_gib", 0.0)
     if "profile_steps" in extra:
         config["profile_dir"] = str(work / f"profile_{name}")
-    result = run_entry("arena_assets.ranker.trainer", config, work, name)
+    result = run_entry("arena_assets.ranker.trainer", config, work, name, memory_gib=memory_gib)
     if "profile_steps" in extra and "error" not in result:
         result["profile_top"] = top_of_profile(Path(config["profile_dir"]) / "ops.json")
     return {
