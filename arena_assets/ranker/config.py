@@ -95,10 +95,6 @@ class TrainConfig:
     # dtype and puts only the input gradient in e4m3: about half the speed-up, for the bf16 weights kept
     # beside one e4m3 copy (ranker/fp8.py).
     fp8_forward: bool = True
-    # With fp8_forward: projections (by name, as in lora_target_modules) whose forward stays in the compute
-    # dtype while the others' runs in e4m3, e.g. [down_proj]: its input, SwiGLU's output, spans the widest
-    # range. Each keeps its bf16 weights beside one e4m3 copy.
-    fp8_forward_exclude: list[str] = field(default_factory=list)
     # With it: the first fp8_check_passes micro-batches run forward and backward before and after the
     # quantization, with the same dropout masks; the run stops unless LoRA's gradient keeps a cosine of at
     # least fp8_min_grad_cosine with the full-precision one (the figures land in the metrics as fp8_*).
@@ -142,15 +138,6 @@ class TrainConfig:
         _require(0.0 <= self.gradient_checkpointing <= 1.0, "gradient_checkpointing is a share in [0, 1]")
         _require(self.fp8_matmuls or self.fp8_forward, "fp8_forward: false says which fp8 matmuls run: it "
                  "takes fp8_matmuls: true")
-        self.fp8_forward_exclude = tuple(self.fp8_forward_exclude)  # type: ignore[assignment]
-        _require(not self.fp8_forward_exclude or (self.fp8_matmuls and self.fp8_forward),
-                 "fp8_forward_exclude says which projections' forward stays out of e4m3: it takes "
-                 "fp8_matmuls: true and fp8_forward: true")  # fmt: skip
-        _require(set(self.fp8_forward_exclude) <= set(LORA_TARGETS),
-                 f"fp8_forward_exclude {list(self.fp8_forward_exclude)}: name projections among "
-                 f"{list(LORA_TARGETS)}")  # fmt: skip
-        _require(set(self.fp8_forward_exclude) != set(LORA_TARGETS),
-                 "fp8_forward_exclude names every projection: set fp8_forward: false instead")
         _require(self.fp8_check_passes >= 0, "fp8_check_passes must be 0 (no check) or more")
         _require(-1.0 <= self.fp8_min_grad_cosine <= 1.0, "fp8_min_grad_cosine is a cosine, -1 to 1")
         _require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")

@@ -16,13 +16,11 @@ the LoRA adapters, their gradients, attention and the optimizer stay as they wer
 dx = dy @ W multiplies over the output channels, so it takes a second copy of W quantized per input channel
 (W's bf16 copy is freed: the two e4m3 copies take its memory), and each dy quantized per row. With
 `forward=False` only the input gradient runs in e4m3: the forward, and so the loss, is the compute dtype's,
-and W's bf16 copy stays beside the one e4m3 copy. `keep_forward` does that for the projections it names
-only (`TrainConfig.fp8_forward_exclude`).
+and W's bf16 copy stays beside the one e4m3 copy.
 
     quantize_linears(decoder_layers(model))  # after loading (a merged model: no adapters); returns a count
     quantize_linears(decoder_layers(peft_model), backward=True)  # training: the frozen base layers only
     quantize_linears(decoder_layers(peft_model), backward=True, forward=False)  # the input gradient alone
-    quantize_linears(decoder_layers(peft_model), backward=True, keep_forward=("down_proj",))  # one kept
 """
 
 from __future__ import annotations
@@ -150,23 +148,14 @@ def require_fp8(device: torch.device) -> None:
         )
 
 
-def quantize_linears(
-    layers: list[nn.Module],
-    *,
-    backward: bool = False,
-    forward: bool = True,
-    keep_forward: tuple[str, ...] = (),
-) -> int:
+def quantize_linears(layers: list[nn.Module], *, backward: bool = False, forward: bool = True) -> int:
     """Replace every nn.Linear inside these (decoder) layers with an Fp8Linear, freeing the original
     weights; returns how many. With `backward` (training) only the frozen ones, each passing gradients to its
-    input: the trainable ones (LoRA's) stay; without `forward` their forward keeps the original weights, and
-    so does that of a layer inside a module named in `keep_forward` (a projection's name, `down_proj`).
+    input: the trainable ones (LoRA's) stay; without `forward` their forward keeps the original weights.
     Sizes must be multiples of 16 (the fp8 matmul's tiles)."""
-    if keep_forward and not backward:
-        raise ValueError("quantize_linears: keep_forward is for training: set backward")
-    count, kept = 0, set()
+    count = 0
     for layer in layers:
-        for path, parent in list(layer.named_modules()):
+        for parent in list(layer.modules()):
             for name, child in list(parent.named_children()):
                 if type(child) is not nn.Linear or (backward and child.weight.requires_grad):
                     continue
@@ -175,14 +164,10 @@ def quantize_linears(
                         f"fp8_matmuls: {name} is {child.in_features} x {child.out_features}; the fp8 matmul "
                         "needs multiples of 16: run this model without fp8_matmuls"
                     )
-                keep = set(keep_forward).intersection([*path.split("."), name])
-                kept |= keep
-                setattr(parent, name, Fp8Linear(child, backward=backward, forward=forward and not keep))
+                setattr(parent, name, Fp8Linear(child, backward=backward, forward=forward))
                 count += 1
     if count == 0:  # a setting that changes nothing must not pass for one that does
         raise ValueError("fp8_matmuls: these layers hold no linear layer to quantize")
-    if missing := sorted(set(keep_forward) - kept):
-        raise ValueError(f"fp8_forward_exclude: these layers hold no frozen projection named {missing}")
     return count
 
 

@@ -218,8 +218,6 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
         f"compiled layers {'on' if getattr(layers[0], '_compiled_call_impl', None) else 'off'}, "
         f"CUDA graphs {'on for rows of one length' if config.cuda_graphs else 'off'}, "
         f"frozen matmuls {FROZEN_MATMULS[config.fp8_matmuls, config.fp8_forward]}"
-        + (f", but the forward of {', '.join(config.fp8_forward_exclude)} in the compute dtype"
-           if config.fp8_forward_exclude else "")
     )
 
 
@@ -342,8 +340,7 @@ def finish_model(config: TrainConfig, peft_model: Any, device: torch.device) -> 
         from arena_assets.ranker.fp8 import quantize_linears, require_fp8
 
         require_fp8(device)
-        quantize_linears(decoder_layers(peft_model), backward=True, forward=config.fp8_forward,
-                         keep_forward=config.fp8_forward_exclude)  # fmt: skip
+        quantize_linears(decoder_layers(peft_model), backward=True, forward=config.fp8_forward)
     if config.compile_layers:
         # Regional compilation: the layers share their code, so dynamo compiles one graph (per input shape
         # class) and reuses it in every layer, where compiling the whole model would unroll 48 of them.

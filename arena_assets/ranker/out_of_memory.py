@@ -9,11 +9,14 @@ differ in their last bits (attention's backward is not bit-reproducible), no cha
 `gradient_checkpointing` stays outside the checkpoint fingerprint (ranker/checkpointing.py): the rerun with a
 larger share resumes from the last checkpoint instead of starting over.
 
-    except torch.OutOfMemoryError as error:
-        raise torch.OutOfMemoryError(advice(config, step=7, total_steps=100, device=device)) from error
+    with explained(config, "step 7 of 100", device):  # torch's error raised again with the advice
+        train_step(...)
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -22,10 +25,19 @@ from arena_assets.ranker.config import TrainConfig
 GIB = 2**30
 
 
-def advice(config: TrainConfig, *, step: int, total_steps: int, device: torch.device) -> str:
-    """The message for an out-of-memory error in `step` (1-based): the memory the GPU held, the settings
-    that lower it (with their values now), and what a rerun does."""
-    where = f"out of GPU memory in step {step} of {total_steps}"
+@contextmanager
+def explained(config: TrainConfig, where: str, device: torch.device) -> Iterator[None]:
+    """Raise an out-of-memory error inside the block again with `advice`, torch's own chained."""
+    try:
+        yield
+    except torch.OutOfMemoryError as error:
+        raise torch.OutOfMemoryError(advice(config, where=where, device=device)) from error
+
+
+def advice(config: TrainConfig, *, where: str, device: torch.device) -> str:
+    """The message for an out-of-memory error in `where` ("step 3 of 100"): the memory the GPU held, the
+    settings that lower it (with their values now), and what a rerun does."""
+    where = f"out of GPU memory in {where}"
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / GIB
         total = torch.cuda.get_device_properties(device).total_memory / GIB
@@ -39,6 +51,11 @@ def advice(config: TrainConfig, *, step: int, total_steps: int, device: torch.de
         f"{config.gradient_checkpointing:g}; an eighth, 0.125, took 4 GiB less on the 14B shape at real "
         f"lengths, and it replays the same operations), or lower {smaller}"
     )
+    if config.fp8_matmuls and not config.fp8_forward:
+        settings += (
+            ", or set fp8_forward: true, which frees the bf16 weights kept beside their e4m3 copy (half "
+            "the backbone's bf16 size; the loss then moves by e4m3's rounding)"
+        )
     checkpointed = config.resume and (config.checkpoint_every_steps or config.checkpoint_every_minutes)
     if checkpointed:
         rerun = (

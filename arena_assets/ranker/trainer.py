@@ -167,8 +167,9 @@ def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> 
         masters=masters, optimizer=optimizer, scheduler=scheduler, steps=steps, total_steps=total_steps,
         work_dir=output_dir.with_name(output_dir.name + ".work"),
     )  # fmt: skip
-    if check_fp8:
-        run.fp8_check = finish_with_fp8_check(run)
+    if check_fp8:  # its passes take training's memory: the first place a run can run out
+        with out_of_memory.explained(config, "the fp8 check before step 1", accelerator.device):
+            run.fp8_check = finish_with_fp8_check(run)
         reporter.info(f"fp8 matmuls: {run.fp8_check}")
     if config.cuda_graphs:
         check_graphable(config, accelerator.device, accelerator.num_processes, model)
@@ -210,7 +211,9 @@ def finish_with_fp8_check(run: Run) -> dict[str, float]:
                 loss = pass_loss(run, run.head(*inputs), targets) / len(passes)
                 run.accelerator.backward(loss)
                 mean_loss += loss.detach()
-        gradient = torch.cat([p.grad.float().flatten() for _, p in run.trainable])
+        # On the CPU: the check must not take more GPU memory than training (LoRA's fp32 gradient of the 14B
+        # backbone is 1.1 GB).
+        gradient = torch.cat([p.grad.float().flatten() for _, p in run.trainable]).cpu()
         for _, p in run.trainable:
             p.grad = None
         return float(mean_loss), gradient
@@ -276,12 +279,9 @@ def fit(run: Run) -> None:
     with StepProfiler(profile_dir, steps=config.profile_steps, lora_r=config.lora_r) as profiler:
         while state.step < run.total_steps:
             step_start = time.perf_counter()
-            try:
+            with out_of_memory.explained(config, f"step {state.step + 1} of {run.total_steps}",
+                                         run.accelerator.device):  # fmt: skip
                 step_loss, step_tokens, grad_norm = train_step(run, run.steps[state.step])
-            except torch.OutOfMemoryError as error:
-                advice = out_of_memory.advice(config, step=state.step + 1, total_steps=run.total_steps,
-                                              device=run.accelerator.device)  # fmt: skip
-                raise torch.OutOfMemoryError(advice) from error
             state.step += 1
             state.train_seconds += time.perf_counter() - step_start
             profiler.step()

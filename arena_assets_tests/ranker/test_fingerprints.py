@@ -123,9 +123,29 @@ def test_a_run_out_of_memory_says_what_to_change_and_resumes_with_more_layers_re
     assert f"resumed from step 2 of {STEPS}" in run_log()
     assert metrics["steps"] == STEPS
     # Without checkpoints nothing resumes, and the message says so.
-    unsaved = out_of_memory.advice(small_config(checkpoint_every_steps=0), step=1, total_steps=STEPS,
+    unsaved = out_of_memory.advice(small_config(checkpoint_every_steps=0), where=f"step 1 of {STEPS}",
                                    device=torch.device("cpu"))  # fmt: skip
     assert "keeps no checkpoint (set checkpoint_every_minutes), so a rerun starts over" in unsaved
+    assert "fp8_forward" not in unsaved
+
+
+def test_a_run_out_of_memory_in_the_fp8_check_says_what_to_change(
+    small_config: Callable[..., TrainConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fp8 check's passes, before the first step, take training's memory: the same advice, and with the
+    input gradient alone in fp8, the setting that frees the bf16 weights."""
+    real_finish = trainer.finish_model
+
+    def out_of_memory_after_quantizing(*args: Any, **kwargs: Any) -> None:
+        real_finish(*args, **kwargs)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 MiB")
+
+    monkeypatch.setattr(trainer, "finish_model", out_of_memory_after_quantizing)
+    advice = (r"out of GPU memory in the fp8 check before step 1: recompute a larger share .* or set "
+              r"fp8_forward: true, which frees the bf16 weights")  # fmt: skip
+    with pytest.raises(torch.OutOfMemoryError, match=advice) as raised:
+        trainer.train(small_config(fp8_matmuls=True, fp8_forward=False))
+    assert "Tried to allocate" in str(raised.value.__cause__)
 
 
 @pytest.mark.slow
