@@ -6,16 +6,17 @@ Every variant runs the real entry points (`python -m arena_assets.ranker.trainer
 child processes, so what is timed is what the assets run. Prints one table at the end (tokens/s, share of
 the measured dense bf16 rate, peak memory, padding, against the straightforward recipe) and writes
 `results.json` under --out: `env.dense_bf16_tflops`, then one key per variant (`train_2048_plain`,
-`train_2048_*`, `train_4096_*`, `train_real_*`, `score_2048_*`, `score_real_*`; the table VARIANTS) holding
-the entry point's metrics (`train_tokens_per_second` or `scoring_tokens_per_second`, `peak_memory_gb`,
-`padding_fraction`), and `loss_2048`: the straightforward and the fast (packed) trainer over the same 50
-steps, each against the straightforward recipe in fp32 from the same weights. On an H200 a 2-row variant
-takes about 25 s, a 16-row one 60-90 s, the bf16 loss curves 2.5 min and the fp32 one about 6 min; --only
-picks the variants of one run, --loss-runs the loss check's curves (`benchmarks/loss_check.py` compares
-curves from several calls). With several GPUs visible, the variants and the loss check's three curves
-run side by side, one child process per GPU (each variant still on one GPU). `*_profiled` variants record
-two steps with torch.profiler and print where the device time went; `*_80gb` variants cap torch's allocator
-at what an 80 GB GPU leaves a process (GPU_80GB).
+`train_2048_*`, `train_4096_*`, `train_real_*`, `score_2048_*`, `score_real_*`;
+bench_variants.VARIANTS) holding the entry point's metrics (`train_tokens_per_second` or
+`scoring_tokens_per_second`, `peak_memory_gb`, `padding_fraction`), and `loss_2048`: the straightforward
+and the fast (packed) trainer over the same 50 steps, each against the straightforward recipe in fp32 from
+the same weights. On an H200 a 2-row variant takes about 25 s, a 16-row one 60-90 s, the bf16 loss curves
+1-1.5 min each and the fp32 one about 7 min; --only picks the variants of one run, --loss-runs the loss
+check's curves (`benchmarks/loss_check.py` compares curves from several calls). With several GPUs visible,
+the variants and the loss check's three curves run side by side, one child process per GPU (each variant
+still on one GPU). `*_profiled` variants record two steps with torch.profiler and print where the device
+time went; `*_80gb` variants cap torch's allocator at what an 80 GB GPU leaves a process
+(bench_variants.GPU_80GB).
 
 The 14B shape is a config.json plus a tokenizer; the trainer and scorer build it with random weights on the
 GPU (`random_init`), so no download is needed. Equal-length rows fill max_length exactly; the `*_real`
@@ -40,6 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from bench_variants import LOSS_CHECKED, LOSS_RUNS, VARIANTS, loss_config, score_config, train_config
+from loss_check import compare_loss_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "data" / "embedded" / "tiny-qwen2"
@@ -56,142 +59,6 @@ QWEN14B_SHAPE = dict(
     rms_norm_eps=1e-6,
     tie_word_embeddings=False,
 )
-
-# The straightforward recipe (peft's fp32 adapters, every layer recomputed, no liger) against the fast paths.
-PLAIN = {
-    "adapter_compute_dtype": False,
-    "gradient_checkpointing": 1.0,
-    "use_liger": "off",
-    "recompute_lora_dropout": False,
-    "lora_update_in_matmul": False,
-}
-FAST = {"adapter_compute_dtype": True, "gradient_checkpointing": 0.0, "use_liger": "auto"}
-PACKED = {**FAST, "pack_sequences": True}
-# The qwen14b recipe's memory settings (configs/qwen14b): 2 x 4096-token passes, no layer recomputed (18 of
-# 48 before 2026-11-29: the `_three_eighths` variants).
-RECIPE = {**FAST, "gradient_checkpointing": 0.0, "micro_batch_tokens": 8192}
-# The loss check's tolerance, relative to the straightforward bf16 recipe's own distance from fp32: the fast
-# path may stray from the fp32 curve at most this many times as far (per-step mean and largest difference).
-LOSS_CURVE_SLACK = 1.5
-
-FP8 = {"use_liger": "auto", "pack_sequences": True, "fp8_matmuls": True, "fp8_min_same_winner": 0.0}
-# Training in e4m3: random weights amplify its rounding (the loss check's fast_fp8 curve), so, as in scoring,
-# the trainer's own check only reports here (fp8_grad_cosine in the metrics), with no minimum.
-FP8_TRAIN = {"fp8_matmuls": True, "fp8_min_grad_cosine": -1.0}
-# Only the frozen projections' input gradient in e4m3: the forward, and so the loss, stays bf16's.
-FP8_GRAD_TRAIN = {**FP8_TRAIN, "fp8_forward": False}
-# An 80 GB GPU (an H100) on a larger one: torch's allocator capped at what such a GPU leaves a process, its
-# 79.19 GiB less about 0.6 GiB for the CUDA context. Where it runs out, an 80 GB GPU would (train_variant).
-GPU_80GB = {"gpu_memory_gib": 78.6}
-STEP_16 = {"global_batch_size": 16}
-ROWS_4 = {"per_device_batch_size": 4, "global_batch_size": 4}
-# name -> (entry point, max length or "real" for the WSDM-like rows at 4096, config overrides)
-VARIANTS: dict[str, tuple[str, int | str, dict]] = {
-    "train_2048_plain": ("train", 2048, PLAIN),
-    "train_2048_fast": ("train", 2048, FAST),
-    "train_2048_fast_kept_dropout": ("train", 2048, {**FAST, "recompute_lora_dropout": False}),
-    # LoRA dropout replayed by torch's own kernels instead of drawn inside lora_A's (ranker/fused_dropout.py)
-    "train_2048_fast_torch_dropout": ("train", 2048, {**FAST, "fused_lora_dropout": False}),
-    "train_2048_fast_no_dropout": ("train", 2048, {**FAST, "lora_dropout": 0.0}),  # what dropout costs
-    "train_2048_fast_peft_update": ("train", 2048, {**FAST, "lora_update_in_matmul": False}),
-    # Four rows a pass: the per-kernel launch cost (the CPU's, large on a virtualised GPU machine) spread
-    # over twice the tokens; part of the layers recomputed to stay under 70 GB.
-    "train_2048_fast_4rows_quarter": ("train", 2048, {**FAST, "gradient_checkpointing": 0.25, **ROWS_4}),
-    "train_2048_fast_4rows_third": ("train", 2048, {**FAST, "gradient_checkpointing": 1 / 3, **ROWS_4}),
-    # Steps 3 and 4 recorded with torch.profiler (ranker/profiling.py): time per step by kind of work.
-    "train_2048_fast_profiled": ("train", 2048, {**FAST, "profile_steps": 2}),
-    "train_2048_fast_quarter": ("train", 2048, {**FAST, "gradient_checkpointing": 0.25}),
-    "train_2048_fast_compiled": ("train", 2048, {**FAST, "compile_layers": True}),
-    "train_2048_fast_compiled_noliger": ("train", 2048, {**FAST, "compile_layers": True, "use_liger": "off"}),
-    # RMSNorm outputs and the SwiGLU product kept for backward, not rebuilt (ranker/rebuilt_activations.py);
-    # and what the memory rebuilding frees buys: four rows a pass, or 2 x 4096 with fewer layers recomputed.
-    "train_2048_fast_kept_activations": ("train", 2048, {**FAST, "rebuild_activations": False}),
-    "train_2048_fast_4rows": ("train", 2048, {**FAST, **ROWS_4}),
-    "train_2048_fast_4rows_sixteenth": ("train", 2048, {**FAST, "gradient_checkpointing": 1 / 16, **ROWS_4}),
-    "train_2048_fast_kept_profiled": (
-        "train", 2048, {**FAST, "rebuild_activations": False, "profile_steps": 2}),
-    "train_4096_fast": ("train", 4096, FAST),
-    # Each pass captured once as a CUDA graph and replayed (ranker/cuda_graphs.py): the CPU's launches gone.
-    "train_2048_fast_graphs": ("train", 2048, {**FAST, "cuda_graphs": True}),
-    "train_2048_fast_kept_graphs": (
-        "train", 2048, {**FAST, "cuda_graphs": True, "rebuild_activations": False}),
-    "train_2048_fast_graphs_profiled": ("train", 2048, {**FAST, "cuda_graphs": True, "profile_steps": 2}),
-    "train_4096_fast_graphs": ("train", 4096, {**FAST, "cuda_graphs": True}),
-    # The frozen projections' forward and input gradient in e4m3 (ranker/fp8.py), with and without graphs.
-    "train_2048_fast_fp8": ("train", 2048, {**FAST, **FP8_TRAIN}),
-    "train_2048_fast_fp8_graphs": ("train", 2048, {**FAST, **FP8_TRAIN, "cuda_graphs": True}),
-    "train_2048_fast_fp8_graphs_profiled": (
-        "train", 2048, {**FAST, **FP8_TRAIN, "cuda_graphs": True, "profile_steps": 2}),
-    "train_4096_fast_fp8_graphs": ("train", 4096, {**FAST, **FP8_TRAIN, "cuda_graphs": True}),
-    "train_real_recipe_packed_fp8": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True,
-                                                       **FP8_TRAIN}),
-    "train_2048_fast_fp8grad": ("train", 2048, {**FAST, **FP8_GRAD_TRAIN}),
-    "train_2048_fast_fp8grad_graphs": ("train", 2048, {**FAST, **FP8_GRAD_TRAIN, "cuda_graphs": True}),
-    "train_4096_fast_fp8grad_graphs": ("train", 4096, {**FAST, **FP8_GRAD_TRAIN, "cuda_graphs": True}),
-    "train_real_recipe_packed_fp8grad": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True,
-                                                           **FP8_GRAD_TRAIN}),
-    "train_4096_fast_80gb": ("train", 4096, {**FAST, **GPU_80GB}),
-    "train_2048_fast_fp8grad_graphs_80gb": (
-        "train", 2048, {**FAST, **FP8_GRAD_TRAIN, "cuda_graphs": True, **GPU_80GB}),
-    # 81.1 GiB uncapped: it must run out of memory under the cap (it does, 2026-11-29), or the cap is off.
-    "train_4096_fast_fp8grad_graphs_80gb": (
-        "train", 4096, {**FAST, **FP8_GRAD_TRAIN, "cuda_graphs": True, **GPU_80GB}),
-    "train_real_recipe_packed_80gb": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True,
-                                                        **GPU_80GB}),
-    "train_4096_fast_eighth": ("train", 4096, {**FAST, "gradient_checkpointing": 0.125}),
-    "train_4096_fast_quarter_kept_activations": (
-        "train", 4096, {**FAST, "gradient_checkpointing": 0.25, "rebuild_activations": False}),
-    "train_4096_plain": ("train", 4096, PLAIN),
-    "train_4096_fast_quarter": ("train", 4096, {**FAST, "gradient_checkpointing": 0.25}),
-    "train_4096_fast_half": ("train", 4096, {**FAST, "gradient_checkpointing": 0.5}),
-    "train_4096_fast_most": ("train", 4096, {**FAST, "gradient_checkpointing": 0.75}),
-    # Real lengths at the recipe's 16 rows a step: fixed 2-row micro-batches, or by token budget (2 x 4096,
-    # the peak of two full rows); the equal-length figure beside them takes the same 16-row steps.
-    "train_4096_fast_quarter_16": ("train", 4096, {**FAST, "gradient_checkpointing": 0.25, **STEP_16}),
-    "train_real_plain": ("train", "real", {**PLAIN, **STEP_16}),
-    "train_real_fast_quarter": ("train", "real", {**FAST, "gradient_checkpointing": 0.25, **STEP_16}),
-    "train_real_fast_quarter_budget": (
-        "train",
-        "real",
-        {**FAST, "gradient_checkpointing": 0.25, **STEP_16, "micro_batch_tokens": 8192},
-    ),
-    # Rows packed end to end, a swap's shared prefix computed once, no padding (ranker/packing.py).
-    "train_2048_packed": ("train", 2048, PACKED),
-    "train_4096_packed_quarter": ("train", 4096, {**PACKED, "gradient_checkpointing": 0.25}),
-    "train_real_recipe": ("train", "real", {**RECIPE, **STEP_16}),
-    "train_real_recipe_packed": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True}),
-    "train_real_recipe_packed_third": (
-        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "gradient_checkpointing": 1 / 3}),
-    "train_real_recipe_packed_quarter": (
-        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "gradient_checkpointing": 0.25}),
-    "train_real_recipe_packed_eighth": (
-        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "gradient_checkpointing": 0.125}),
-    "train_real_recipe_packed_fp8grad_quarter": ("train", "real", {
-        **RECIPE, **STEP_16, "pack_sequences": True, **FP8_GRAD_TRAIN, "gradient_checkpointing": 0.25}),
-    "train_real_recipe_packed_three_eighths": (
-        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "gradient_checkpointing": 0.375}),
-    "train_real_recipe_packed_fp8grad_three_eighths": ("train", "real", {
-        **RECIPE, **STEP_16, "pack_sequences": True, **FP8_GRAD_TRAIN, "gradient_checkpointing": 0.375}),
-    "train_real_recipe_packed_torch_dropout": (
-        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "fused_lora_dropout": False}),
-    "train_4096_fast_quarter_torch_dropout": (
-        "train", 4096, {**FAST, "gradient_checkpointing": 0.25, "fused_lora_dropout": False}),
-    "score_2048_plain": ("score", 2048, {"use_liger": "off"}),
-    "score_2048_fast": ("score", 2048, {"use_liger": "auto"}),
-    "score_2048_packed": ("score", 2048, {"use_liger": "auto", "pack_sequences": True}),
-    # Passes 3 and 4 recorded with torch.profiler: time per pass by kind of work.
-    "score_2048_packed_profiled": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
-                                                   "profile_passes": 2}),
-    # The decoder's linear layers in float8 e4m3 (ranker/fp8.py); the bench compares its logits with the
-    # packed bf16 run's (the same random weights: random_init is seeded). Random weights do not keep their
-    # winners under fp8 as a trained model does, so the scorer's own check only reports here (no minimum).
-    "score_2048_packed_fp8": ("score", 2048, FP8),
-    "score_2048_packed_fp8_profiled": ("score", 2048, {**FP8, "profile_passes": 2}),
-    "score_real_packed_fp8": ("score", "real", FP8),
-    "score_real_plain": ("score", "real", {"use_liger": "off"}),
-    "score_real_fast": ("score", "real", {"use_liger": "auto"}),
-    "score_real_packed": ("score", "real", {"use_liger": "auto", "pack_sequences": True}),
-}
 
 
 def dense_bf16_tflops() -> float:
@@ -328,63 +195,16 @@ def random_checkpoint(work: Path, shape_dir: Path) -> Path:
     return directory
 
 
-LOSS_RUNS = {
-    "plain": PLAIN,
-    "fast": {**PACKED, "use_liger": "off"},
-    # Recompute replays the same operations (exact, CPU tests); fp32 with the straightforward recipe's full
-    # recompute fits one GPU (a quarter recomputed did not: 139 GiB).
-    "fp32": {**PLAIN, "precision": "fp32"},
-    # Not part of the pass/fail check: how far e4m3's frozen matmuls move the fast path's curve.
-    "fast_fp8": {**PACKED, "use_liger": "off", **FP8_TRAIN},
-    "fast_fp8grad": {**PACKED, "use_liger": "off", **FP8_GRAD_TRAIN},
-}
-LOSS_CHECKED = ("fp32", "plain", "fast")  # the pass/fail check's curves; the fp8 ones are compared beside
-
-
 def loss_curve(work: Path, backbone: Path, data: Path, name: str, *, steps: int) -> dict:
-    """One of the loss check's runs (LOSS_RUNS) over `steps` steps of one swap pair at the recipe's
-    learning rates; an earlier call's finished curve in --work is reused, and an unfinished one (a call's
-    time limit cut it) resumes from its last checkpoint, random state and curve included, so the fp32
-    reference, longer than one call on one GPU, can span two calls on a warm machine."""
-    config = {"backbone": str(backbone), "output_dir": str(work / f"loss_{name}"), "train_path": str(data),
-              "max_length": 2048, "per_device_batch_size": 2, "global_batch_size": 2, "max_steps": steps,
-              "resume": True, "checkpoint_every_minutes": 2.0, "precision": "bf16", "log_every_steps": 10,
-              **LOSS_RUNS[name]}  # fmt: skip
+    """One of the loss check's runs (LOSS_RUNS) over `steps` steps of one swap pair; an earlier call's
+    finished curve in --work is reused, and an unfinished one (a call's time limit cut it) resumes from its
+    last checkpoint, random state and curve included, so a check longer than one call can span two calls on
+    a warm machine."""
     finished = work / f"loss_{name}" / "metrics.json"
     if finished.is_file():
         return json.loads(finished.read_text())
+    config = loss_config(work, backbone, data, name, steps=steps)
     return run_entry("arena_assets.ranker.trainer", config, work, f"loss_{name}", keep_curve=True)
-
-
-def compare_loss_curves(runs: dict[str, dict], steps: int) -> dict:
-    """The straightforward and the fast trainer (packed rows), each beside the straightforward recipe in
-    fp32 from the same bf16 weights (`random_checkpoint`), over the steps every curve has (`steps` where
-    each ran whole; fewer where a curve came back cut, `benchmarks/loss_check.py`).
-
-    bf16 cannot be held to a fixed tolerance here: on random 14B weights the loss of one pair swings from
-    0.07 to 2.7 between steps, and rounding differences grow over the updates. So the fp32 run is the
-    reference, and the fast path passes when it strays from it at most LOSS_CURVE_SLACK times as far as the
-    straightforward bf16 recipe does. The elementwise kernels are held equal (liger off): swapping them
-    alone moved the first step's loss by 0.1 on these weights; liger's own numerics are checked on
-    the tiny model (`test_liger_kernels_keep_loss_and_grads`, on a GPU)."""
-    failed = {name: run for name, run in runs.items() if "error" in run}
-    if failed:
-        return failed
-    curves = {name: np.array([loss for _, loss in run["train_loss_curve"]]) for name, run in runs.items()}
-    steps = min(steps, *(len(curve) for curve in curves.values()))
-    curves = {name: curve[:steps] for name, curve in curves.items()}
-    off = {k: np.abs(curves[k] - curves["fp32"]) for k in curves if k != "fp32"}
-    summary = {f"{k}_vs_fp32_{s}": float(getattr(v, s)()) for k, v in off.items() for s in ("mean", "max")}
-
-    def within(name: str) -> bool:
-        return all(summary[f"{name}_vs_fp32_{s}"] <= LOSS_CURVE_SLACK * summary[f"plain_vs_fp32_{s}"]
-                   for s in ("mean", "max"))  # fmt: skip
-
-    return {**{f"curve_{k}": v.tolist() for k, v in curves.items()}, "steps": steps, **summary,
-            "max_abs_diff": float(np.abs(curves["plain"] - curves["fast"]).max()),
-            "slack": LOSS_CURVE_SLACK, "within_tolerance": within("fast"),
-            **{f"{k}_within_tolerance": within(k) for k in curves if k not in LOSS_CHECKED},
-            "walls": {k: run.get("wall") for k, run in runs.items()}}  # fmt: skip
 
 
 class GpuSlots:
@@ -459,26 +279,12 @@ def run_entry(
 def train_variant(
     work: Path, backbone: Path, data: Path, *, name: str, max_length: int, extra: dict, steps: int
 ) -> dict:
-    """Stage-1 training for `steps` optimizer steps of one swap pair (2 rows) each; FLOPs per token
-    are 6P with every layer recomputed, 4P with none."""
-    config = {
-        "backbone": str(backbone),
-        "output_dir": str(work / f"adapter_{name}"),
-        "train_path": str(data),
-        "max_length": max_length,
-        "per_device_batch_size": 2,
-        "global_batch_size": 2,
-        "max_steps": steps,
-        "random_init": True,
-        "resume": False,
-        "precision": "bf16",  # logging every 10 steps, as the recipe: a log line waits for the GPU
-        **extra,
-    }
-    memory_gib = config.pop("gpu_memory_gib", 0.0)
-    if "profile_steps" in extra:
-        config["profile_dir"] = str(work / f"profile_{name}")
-    result = run_entry("arena_assets.ranker.trainer", config, work, name, memory_gib=memory_gib)
-    if "profile_steps" in extra and "error" not in result:
+    """Stage-1 training (`train_config`); FLOPs per token are 6P with every layer recomputed, 4P with
+    none."""
+    config = train_config(work, backbone, data, name=name, max_length=max_length, extra=extra, steps=steps)
+    result = run_entry("arena_assets.ranker.trainer", config, work, name,
+                       memory_gib=extra.get("gpu_memory_gib", 0.0))  # fmt: skip
+    if "profile_dir" in config and "error" not in result:
         result["profile_top"] = top_of_profile(Path(config["profile_dir"]) / "ops.json")
     return {
         **result,
@@ -500,23 +306,12 @@ def top_of_profile(ops_path: Path, count: int = 15) -> dict:
 def score_variant(
     work: Path, model: Path, data: Path, *, name: str, max_length: int, extra: dict, random_init: bool
 ) -> dict:
-    """Both-order scoring of every row of `data`."""
-    config = {
-        "model": str(model),
-        "input_path": str(data),
-        "output_dir": str(work / f"score_{time.time_ns()}"),
-        "max_length": max_length,
-        "token_budget": 8 * max_length,
-        "rows_per_shard": 4096,
-        "random_init": random_init,
-        "precision": "bf16",
-        **extra,
-    }
-    if "profile_passes" in extra:
-        config["profile_dir"] = str(work / f"profile_{name}")
+    """Both-order scoring of every row of `data` (`score_config`)."""
+    config = score_config(work, model, data, name=name, max_length=max_length, extra=extra,
+                          random_init=random_init)  # fmt: skip
     result = run_entry("arena_assets.ranker.scorer", config, work, name)
     result["output_dir"] = config["output_dir"]  # its logits, for comparing runs (logits_agreement)
-    if "profile_passes" in extra and "error" not in result:
+    if "profile_dir" in config and "error" not in result:
         result["profile_top"] = top_of_profile(Path(config["profile_dir"]) / "ops.json")
     return {**result, "flops_per_token": 2.0 * NON_EMBEDDING_PARAMS_14B} if random_init else result
 
