@@ -168,7 +168,7 @@ def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> 
         work_dir=output_dir.with_name(output_dir.name + ".work"),
     )  # fmt: skip
     if check_fp8:  # its passes take training's memory: the first place a run can run out
-        with out_of_memory.explained(config, "the fp8 check before step 1", accelerator.device):
+        with out_of_memory.explained(config, "the fp8 check before training", accelerator.device):
             run.fp8_check = finish_with_fp8_check(run)
         reporter.info(f"fp8 matmuls: {run.fp8_check}")
     if config.cuda_graphs:

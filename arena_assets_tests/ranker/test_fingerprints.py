@@ -141,7 +141,7 @@ def test_a_run_out_of_memory_in_the_fp8_check_says_what_to_change(
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 MiB")
 
     monkeypatch.setattr(trainer, "finish_model", out_of_memory_after_quantizing)
-    advice = (r"out of GPU memory in the fp8 check before step 1: recompute a larger share .* or set "
+    advice = (r"out of GPU memory in the fp8 check before training: recompute a larger share .* or set "
               r"fp8_forward: true, which frees the bf16 weights")  # fmt: skip
     with pytest.raises(torch.OutOfMemoryError, match=advice) as raised:
         trainer.train(small_config(fp8_matmuls=True, fp8_forward=False))
