@@ -33,6 +33,7 @@ def test_every_variant_and_loss_run_is_a_config_its_entry_point_accepts(
             values = variants.train_config(backbone=tmp_path / "model", name=name, max_length=max_length,
                                            extra=extra, steps=10, **paths)  # fmt: skip
             assert "gpu_memory_gib" not in values, name  # the bench's cap, not a trainer field
+            assert "gradient_checkpointing" in extra, name  # the bench's FLOP count reads it
             config = config_from_dict(TrainConfig, values)
             assert config.random_init and config.max_length == max_length, name
         else:
