@@ -211,9 +211,9 @@ def finish_with_fp8_check(run: Run) -> dict[str, float]:
                 loss = pass_loss(run, run.head(*inputs), targets) / len(passes)
                 run.accelerator.backward(loss)
                 mean_loss += loss.detach()
-        # On the CPU: the check must not take more GPU memory than training (LoRA's fp32 gradient of the 14B
-        # backbone is 1.1 GB).
-        gradient = torch.cat([p.grad.float().flatten() for _, p in run.trainable]).cpu()
+        # Each to the CPU before anything is joined: the check must not take more GPU memory than training
+        # (LoRA's fp32 gradient of the 14B backbone is 1.1 GB).
+        gradient = torch.cat([p.grad.flatten().cpu() for _, p in run.trainable]).float()
         for _, p in run.trainable:
             p.grad = None
         return float(mean_loss), gradient
