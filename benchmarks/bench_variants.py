@@ -79,6 +79,8 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
                                                        **FP8_TRAIN}),
     "train_2048_fast_fp8grad": ("train", 2048, {**FAST, **FP8_GRAD_TRAIN}),
     "train_2048_fast_fp8grad_graphs": ("train", 2048, {**FAST, **FP8_GRAD_TRAIN, "cuda_graphs": True}),
+    "train_2048_fast_fp8grad_graphs_profiled": (
+        "train", 2048, {**FAST, **FP8_GRAD_TRAIN, "cuda_graphs": True, "profile_steps": 2}),
     "train_4096_fast_fp8grad_graphs": ("train", 4096, {**FAST, **FP8_GRAD_TRAIN, "cuda_graphs": True}),
     "train_real_recipe_packed_fp8grad": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True,
                                                            **FP8_GRAD_TRAIN}),

@@ -80,8 +80,7 @@ class _Fp8Matmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
         layer = ctx.layer
-        values, scale = quantize_rows(grad_out.reshape(-1, layer.out_features))
-        grad = scaled_matmul(values, scale, layer.weight_t_fp8, layer.weight_t_scale, grad_out.dtype)
+        grad = layer.input_gradient(grad_out.reshape(-1, layer.out_features))
         return grad.view(*grad_out.shape[:-1], layer.in_features), None
 
 
@@ -124,6 +123,11 @@ class Fp8Linear(nn.Module):
         if self.bias is not None:
             out.add_(self.bias)
         return out.view(*x.shape[:-1], self.out_features)
+
+    def input_gradient(self, grad_out: torch.Tensor) -> torch.Tensor:
+        """dy [M, out] -> dy @ W [M, in] in dy's dtype, dy quantized per row (a layer with `backward`)."""
+        values, scale = quantize_rows(grad_out)
+        return scaled_matmul(values, scale, self.weight_t_fp8, self.weight_t_scale, grad_out.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() and x.requires_grad):

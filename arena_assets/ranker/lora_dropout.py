@@ -81,6 +81,20 @@ class DropoutLinear(torch.nn.Linear):
             return _DropoutThenLinear.apply(x, self.weight, self.dropout_p, rebuild_of(x))
         return F.linear(F.dropout(x, self.dropout_p, self.training), self.weight)
 
+    def with_frozen(
+        self, frozen: torch.nn.Module, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(frozen(x), self(x)) from one autograd node that writes x's gradient once, where the fused
+        kernels take them (ranker/fused_dropout.py, `FrozenAndDropoutMatmul`); None elsewhere."""
+        training = self.training and self.dropout_p > 0 and torch.is_grad_enabled()
+        if not (training and self.fused and x.is_cuda):
+            return None
+        from arena_assets.ranker import fused_dropout  # Triton: a GPU process's import
+
+        if not fused_dropout.joins(frozen, x, self.weight):
+            return None
+        return fused_dropout.frozen_and_dropout_matmul(frozen, x, self.weight, self.dropout_p, rebuild_of(x))
+
 
 def recompute_lora_dropout(model: torch.nn.Module, *, fused: bool = False) -> int:
     """Move every LoRA adapter's dropout into its lora_A (a DropoutLinear, drawing its mask in Triton

@@ -6,6 +6,9 @@ about 370 MB each), and backward scales the gradient once more. `torch.addmm(res
 is one GEMM whose epilogue reads `result` and adds the scaled product in its fp32 accumulator: no
 intermediate tensors, and one rounding to the compute dtype instead of three. Its backward passes the
 gradient to `result` unchanged and scales only the rank-sized products.
+
+Where lora_A draws its dropout in Triton kernels, the frozen projection and lora_A run as one autograd node
+(`DropoutLinear.with_frozen`), so that x's gradient is written once, not as two tensors and their sum.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 
 import torch
 from peft.tuners.lora import Linear as LoraLinear
+
+from arena_assets.ranker.lora_dropout import DropoutLinear
 
 
 class AddmmLoraLinear(LoraLinear):
@@ -32,8 +37,12 @@ class AddmmLoraLinear(LoraLinear):
             return super().forward(x, *args, **kwargs)
         if lora_b.weight.dtype != x.dtype or lora_a.weight.dtype != x.dtype:
             return super().forward(x, *args, **kwargs)  # peft's fp32 adapters cast around the matmuls
-        result = self.base_layer(x)
-        hidden = lora_a(self.lora_dropout[name](x))
+        joined = lora_a.with_frozen(self.base_layer, x) if isinstance(lora_a, DropoutLinear) else None
+        if joined is not None:  # lora_A's dropout is its own (DropoutLinear): lora_dropout is the identity
+            result, hidden = joined
+        else:
+            result = self.base_layer(x)
+            hidden = lora_a(self.lora_dropout[name](x))
         flat = torch.addmm(
             result.reshape(-1, result.shape[-1]),
             hidden.reshape(-1, hidden.shape[-1]),

@@ -203,6 +203,8 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
     from arena_assets.ranker.lora_output import AddmmLoraLinear  # peft: a training process's import
 
     update_in_matmul = any(isinstance(m, AddmmLoraLinear) for m in model.modules())
+    if fused and update_in_matmul:  # AddmmLoraLinear runs lora_A and the frozen layer as one autograd node
+        dropout += ", one input gradient with the frozen projection's"
     rebuilt = any(rebuilds_activations(layer) and not getattr(layer, "gradient_checkpointing", False)
                   for layer in layers)  # fmt: skip
     return (

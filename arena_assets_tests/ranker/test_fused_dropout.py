@@ -47,6 +47,11 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
     xf, wf = x0.float().reshape(rows, width).requires_grad_(), w0.float().requires_grad_()
     reference = (xf * keep / (1 - KEEP_P)) @ wf.T
     reference.backward(grad.float().reshape(rows, rank))
+    frozen = torch.nn.Linear(width, 24, bias=False).to(device, dtype).requires_grad_(False)
+    frozen.weight.mul_(10)  # its part of x's gradient well above the tolerance, so that a lost part shows
+    frozen_weight = frozen.weight.float()
+    frozen_reference = x0.float().reshape(rows, width) @ frozen_weight.T
+    grad_result = torch.randn(2, rows // 2, 24, generator=generator).to(device, dtype)
     # Every tile, the weight gradient's rows in one program and split over several (14 rows each here).
     for tile, rows_per_split in [(tile, 512) for tile in tiles] + [(tiles[0], 16), (tiles[-1], 16)]:
         fused_dropout.ROWS_PER_SPLIT = rows_per_split
@@ -61,6 +66,16 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
             torch.testing.assert_close(got.float().reshape(want.shape), want.detach(), rtol=1e-2,
                                        atol=ATOL[dtype], msg=f"{name} {tile} {rows_per_split}")  # fmt: skip
         assert (x.grad.reshape(rows, width)[~keep] == 0).all()  # a dropped input gets no gradient
+        # Beside a frozen layer in one node: lora_A's input gradient added to the frozen layer's in a kernel.
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        result, hidden = fused_dropout.FrozenAndDropoutMatmul.apply(x, w, KEEP_P, seed, None, frozen)
+        torch.autograd.backward([result, hidden], [grad_result, grad])
+        pairs = (("frozen out", result, frozen_reference), ("lora_A out", hidden, reference),
+                 ("joined grad x", x.grad, xf.grad + grad_result.float().reshape(rows, -1) @ frozen_weight),
+                 ("joined grad w", w.grad, wf.grad))  # fmt: skip
+        for name, got, want in pairs:
+            torch.testing.assert_close(got.float().reshape(want.shape), want.detach(), rtol=1e-2,
+                                       atol=ATOL[dtype], msg=f"{name} {tile} {rows_per_split}")  # fmt: skip
     for kernel in kernels:
         kernel.configs = tiles
     fused_dropout.ROWS_PER_SPLIT = split_rows
@@ -129,6 +144,51 @@ def test_recomputed_layers_draw_the_same_masks(
         torch.testing.assert_close(grads_gc[name], grad, rtol=0, atol=1e-6, msg=name)
     again, _, _ = _loss_and_grads(config(0.0), batch)
     assert torch.equal(again, loss)  # the same seed: the same masks, run after run
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Triton kernels on a GPU")
+@pytest.mark.parametrize("fp8", [False, True])
+def test_lora_a_and_its_frozen_layer_write_one_input_gradient(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, fp8: bool,
+) -> None:
+    """bf16 on the tiny model, the frozen layers in bf16 or with their input gradient in e4m3: lora_A and
+    its frozen projection in one autograd node give the loss of the two apart exactly (the same masks) and
+    their gradients within a sum's bf16 rounding (the kernel adds in fp32 and rounds once)."""
+    from transformers import AutoTokenizer
+
+    from arena_assets.ranker import fused_dropout
+    from arena_assets.ranker.data import read_pairs
+    from arena_assets_tests.ranker.test_fast_paths import _batch, _loss_and_grads
+
+    if fp8 and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 matmuls need a GPU with fp8 tensor cores (L4, H100, H200)")
+    calls = []
+    real = fused_dropout.frozen_and_dropout_matmul
+    monkeypatch.setattr(fused_dropout, "frozen_and_dropout_matmul", lambda *a: calls.append(1) or real(*a))
+    fp8_settings = {"fp8_matmuls": True, "fp8_forward": False} if fp8 else {}
+    config = make_train_config(small_files, tmp_path / "unused", precision="bf16", lora_dropout=0.1,
+                               use_liger="off", **fp8_settings)  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(config.backbone)
+    batch = _batch(tokenizer, read_pairs(small_files.train).head(8), labels=True)
+    loss, grads, _ = _loss_and_grads(config, batch)
+    assert calls, "lora_A and the frozen layers did not run as one node"
+    monkeypatch.setattr(fused_dropout, "joins", lambda *a: False)
+    loss_apart, grads_apart, _ = _loss_and_grads(config, batch)
+    assert torch.equal(loss, loss_apart)
+    def relative(got: torch.Tensor, want: torch.Tensor) -> float:
+        return ((got.float() - want.float()).norm() / want.float().norm()).item()
+
+    errors = {name: relative(grads[name], grad) for name, grad in grads_apart.items()}
+    overall = relative(*(torch.cat([g[n].flatten() for n in grads_apart]) for g in (grads, grads_apart)))
+    worst = max(errors, key=errors.get)
+    print(f"joined against apart: {overall:.2e} over all gradients, {errors[worst]:.2e} at most ({worst})")
+    # One rounding fewer in x's gradient a layer, which the tiny random model's attention backward amplifies.
+    # On an H200: bf16 6.7e-3 over all and 1.3e-2 at most (a CPU emulation gives the same, against bf16's own
+    # 1.1e-2 from fp32); with the input gradient in e4m3, 2.7e-2 and 6.4e-2 (a small change upstream moves
+    # some values to the next e4m3 step, 1/16 away). Without the frozen layer's part: 0.88 and 1.18.
+    assert overall < 5e-2 and errors[worst] < 0.15, (overall, worst, errors[worst])
 
 
 def test_the_kernels_are_chosen_for_half_precision_adapters_only(
