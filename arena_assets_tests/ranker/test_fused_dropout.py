@@ -210,7 +210,9 @@ def test_the_kernels_are_chosen_for_half_precision_adapters_only(
         return flags.pop(), modeling.fast_path_report(model, config, dtype)
 
     chosen, report = fused(precision="bf16")
-    assert chosen and "LoRA dropout in lora_A's kernels" in report
+    assert chosen and "LoRA dropout in lora_A's kernels, one input gradient with the frozen" in report
+    chosen, report = fused(precision="bf16", lora_update_in_matmul=False)  # peft's forward: two nodes
+    assert chosen and "LoRA dropout in lora_A's kernels, LoRA update added" in report
     for overrides in ({"precision": "bf16", "adapter_compute_dtype": False}, {"precision": "fp32"},
                       {"precision": "bf16", "compile_layers": True},
                       {"precision": "bf16", "fused_lora_dropout": False}):  # fmt: skip
