@@ -6,11 +6,11 @@ and passes over the input gradient once more to apply the mask: at 14B and 2 x 2
 500 ms step, in some 1,000 small kernels, for a dropout of 1%.
 
 Here the mask is never written. Each element's random number is a hash of its index and a seed (a
-counter-based generator), so every kernel that needs the mask draws it again as it loads the input:
+counter-based generator), so each kernel that needs the mask draws it again as it loads the input:
 
     forward      y  = scale * (x * keep) @ A.T           reads x and A, writes y
-    grad input   gx = keep * scale * (gy @ A)            the mask applied before gx is stored
-    grad weight  gA = scale * gy.T @ (x * keep)          the mask applied as x is loaded
+    backward     gx = keep * scale * (gy @ A)            the mask applied before gx is stored
+                 gA = scale * gy.T @ (x * keep)          the same mask applied as x is loaded
 
 with `keep = hash(seed, row * K + column) >= p` (the hash's top 24 bits as a fraction) and `scale =
 1 / (1 - p)`. Each element is kept with probability 1 - p and scaled by 1 / (1 - p), as torch's dropout
@@ -18,8 +18,12 @@ does, from another random stream: the seed is drawn from the GPU's torch generat
 (whose RNG state torch's checkpointing restores) and a resumed run draw the same masks. The products
 accumulate in fp32 and round once.
 
+The hash, a dozen integer operations an element, is what bounds these kernels, not their bytes
+(benchmarks/dropout_bench.py): the backward draws the mask once for both of its products, and the
+forward splits its reduction over the columns so that every SM has work.
+
 lora_A reads the input of a frozen projection. `FrozenAndDropoutMatmul` runs the two in one autograd node,
-so the grad-input kernel adds lora_A's part of the input gradient to the frozen projection's as it stores
+so the backward kernel adds lora_A's part of the input gradient to the frozen projection's as it stores
 it, instead of autograd adding two gradient tensors in a kernel of its own.
 """
 
@@ -37,15 +41,26 @@ from arena_assets.ranker.rebuilt_activations import Rebuild
 # The mask's counter, row * K + column, is a 32-bit integer.
 MAX_ELEMENTS = 2**31 - 1
 DTYPES = (torch.bfloat16, torch.float16)
-# Rows of the weight gradient's reduction per program: its partial sums add up in one torch.sum (fixed order:
-# the same gradient run after run, where atomics would add in any order).
+# The backward kernel holds the whole rank in one tile: LoRA's ranks; a larger one takes torch's dropout.
+MAX_RANK = 128
+# Rows of the backward's weight-gradient reduction per program: its partial sums add up in one torch.sum.
 ROWS_PER_SPLIT = 512
 MAX_SPLITS = 32
+# The forward's reduction over the input's columns, split in up to this many parts of at least so many
+# columns (`forward_splits`).
+FORWARD_SPLITS = 8
+MIN_COLUMNS_PER_SPLIT = 512
 
 # The row count changes with every packed pass: left unspecialised, each kernel compiles once per width.
-_TILES = [
+# Tiles from benchmarks/dropout_bench.py's sweep on an H200 (benchmarks/RESULTS.md); small ones for few rows.
+_FORWARD_TILES = [
     triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=s)
-    for m, k, w, s in ((16, 128, 4, 4), (16, 256, 4, 3), (32, 128, 4, 4), (32, 256, 8, 3), (64, 128, 4, 3))
+    for m, k, w, s in ((16, 128, 4, 4), (32, 64, 4, 3), (64, 64, 4, 3), (64, 64, 8, 3), (128, 64, 8, 3))
+]
+_BACKWARD_TILES = [
+    triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=s)
+    for m, k, w, s in ((16, 64, 4, 3), (32, 64, 4, 3), (64, 64, 4, 3), (64, 64, 8, 3), (32, 128, 4, 3),
+                       (64, 128, 8, 3))  # fmt: skip
 ]
 # A 32-bit integer hash (Wellons' lowbias32) of the element's index and the seed: a handful of integer
 # operations per element where Philox takes ten rounds of wide multiplies, which bound the kernels.
@@ -55,90 +70,94 @@ _MIX_B = tl.constexpr(0x846CA68B)
 
 
 @triton.jit
-def _keep(seed, rows, cols, width, p):
-    h = (rows[:, None] * width + cols[None, :]).to(tl.uint32) * _GOLDEN + seed
+def _threshold(p):
+    """The hash's top 24 bits below this drop the element: ceil(p * 2**24), so that `bits >= threshold`
+    is `bits / 2**24 >= p` exactly, without a conversion to float per element."""
+    return tl.math.ceil(p * 16777216.0).to(tl.uint32)
+
+
+@triton.jit
+def _keep(seed, rows, cols, width, threshold):
+    # (row * width + column) * GOLDEN + seed, mod 2**32, as a row part plus a column part: one add an element.
+    h = ((rows * width).to(tl.uint32) * _GOLDEN + seed)[:, None] + (cols.to(tl.uint32) * _GOLDEN)[None, :]
     h = h ^ (h >> 16)
     h = h * _MIX_A
     h = h ^ (h >> 15)
     h = h * _MIX_B
     h = h ^ (h >> 16)
-    return (h >> 8).to(tl.float32) * (1.0 / 16777216.0) >= p
+    return (h >> 8) >= threshold
 
 
-@triton.autotune(configs=_TILES, key=["N", "K"])
+@triton.autotune(configs=_FORWARD_TILES, key=["N", "K", "cols_per_split"])
 @triton.jit(do_not_specialize=["M"])
-def _forward_kernel(x, w, y, seed_ptr, M, N, K, p, scale,
+def _forward_kernel(x, w, y, seed_ptr, M, N, K, p, scale, cols_per_split,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-    seed = tl.load(seed_ptr).to(tl.uint32)
+    """y[split] = scale * (x * keep)[:, columns] @ w[:, columns].T over this split's columns."""
+    seed, threshold = tl.load(seed_ptr).to(tl.uint32), _threshold(p)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     outs = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    split = tl.program_id(2)
+    first = split * cols_per_split
+    end = tl.minimum(first + cols_per_split, K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for start in range(0, K, BLOCK_K):
+    for start in range(first, end, BLOCK_K):
         cols = start + tl.arange(0, BLOCK_K)
         tile = tl.load(x + rows[:, None] * K + cols[None, :],
-                       mask=(rows[:, None] < M) & (cols[None, :] < K), other=0.0)  # fmt: skip
-        tile = tl.where(_keep(seed, rows, cols, K, p), tile, tl.zeros_like(tile))
+                       mask=(rows[:, None] < M) & (cols[None, :] < end), other=0.0)  # fmt: skip
+        tile = tl.where(_keep(seed, rows, cols, K, threshold), tile, tl.zeros_like(tile))
         weight = tl.load(w + outs[None, :] * K + cols[:, None],
-                         mask=(outs[None, :] < N) & (cols[:, None] < K), other=0.0)  # fmt: skip
+                         mask=(outs[None, :] < N) & (cols[:, None] < end), other=0.0)  # fmt: skip
         acc = tl.dot(tile, weight, acc)
-    tl.store(y + rows[:, None] * N + outs[None, :], (acc * scale).to(y.dtype.element_ty),
+    tl.store(y + split * M * N + rows[:, None] * N + outs[None, :], (acc * scale).to(y.dtype.element_ty),
              mask=(rows[:, None] < M) & (outs[None, :] < N))  # fmt: skip
 
 
-# With ACCUMULATE the kernel adds its product to what gx holds: the autotuner restores gx between its trials.
-@triton.autotune(configs=_TILES, key=["N", "K"], restore_value=["gx"])
-@triton.jit(do_not_specialize=["M"])
-def _grad_input_kernel(g, w, gx, seed_ptr, M, N, K, p, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr, ACCUMULATE: tl.constexpr):  # fmt: skip
-    seed = tl.load(seed_ptr).to(tl.uint32)
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-    for start in range(0, N, BLOCK_N):
-        outs = start + tl.arange(0, BLOCK_N)
-        grad = tl.load(g + rows[:, None] * N + outs[None, :],
-                       mask=(rows[:, None] < M) & (outs[None, :] < N), other=0.0)  # fmt: skip
+# Over one column block and one split of the rows, the mask drawn once for both products. With ACCUMULATE the
+# input gradient is added to what gx holds: the autotuner restores gx between its trials.
+@triton.autotune(configs=_BACKWARD_TILES, key=["N", "K"], restore_value=["gx"])
+@triton.jit(do_not_specialize=["M", "rows_per_split"])
+def _backward_kernel(g, x, w, gx, partial, seed_ptr, M, N, K, p, scale, rows_per_split, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GRAD_INPUT: tl.constexpr,
+                     GRAD_WEIGHT: tl.constexpr, ACCUMULATE: tl.constexpr):  # fmt: skip
+    """gx[rows] (+)= keep * scale * (g[rows] @ w) and partial[split] = scale * g[rows].T @ (x[rows] * keep),
+    in fp32, for this split's rows; BLOCK_N covers the rank."""
+    seed, threshold = tl.load(seed_ptr).to(tl.uint32), _threshold(p)
+    outs = tl.arange(0, BLOCK_N)
+    cols = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    split = tl.program_id(1)
+    first = split * rows_per_split
+    end = tl.minimum(first + rows_per_split, M)
+    if GRAD_INPUT:
         weight = tl.load(w + outs[:, None] * K + cols[None, :],
                          mask=(outs[:, None] < N) & (cols[None, :] < K), other=0.0)  # fmt: skip
-        acc = tl.dot(grad, weight, acc)
-    acc = tl.where(_keep(seed, rows, cols, K, p), acc * scale, tl.zeros_like(acc))
-    if ACCUMULATE:
-        acc += tl.load(gx + rows[:, None] * K + cols[None, :],
-                       mask=(rows[:, None] < M) & (cols[None, :] < K), other=0.0).to(tl.float32)  # fmt: skip
-    tl.store(gx + rows[:, None] * K + cols[None, :], acc.to(gx.dtype.element_ty),
-             mask=(rows[:, None] < M) & (cols[None, :] < K))  # fmt: skip
-
-
-@triton.autotune(configs=_TILES, key=["N", "K"])
-@triton.jit(do_not_specialize=["M", "rows_per_split"])
-def _grad_weight_kernel(g, x, partial, seed_ptr, M, N, K, p, scale, rows_per_split,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-    """partial[split] = scale * g[rows].T @ (x[rows] * keep) over this split's rows, in fp32."""
-    seed = tl.load(seed_ptr).to(tl.uint32)
-    outs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    split = tl.program_id(2)
-    first = split * rows_per_split
-    end = tl.minimum(first + rows_per_split, M)  # a tile may reach into the next split's rows
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    for start in range(first, first + rows_per_split, BLOCK_M):
+    for start in range(first, end, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
+        inside = (rows[:, None] < end) & (cols[None, :] < K)
         grad = tl.load(g + rows[:, None] * N + outs[None, :],
                        mask=(rows[:, None] < end) & (outs[None, :] < N), other=0.0)  # fmt: skip
-        tile = tl.load(x + rows[:, None] * K + cols[None, :],
-                       mask=(rows[:, None] < end) & (cols[None, :] < K), other=0.0)  # fmt: skip
-        tile = tl.where(_keep(seed, rows, cols, K, p), tile, tl.zeros_like(tile))
-        acc = tl.dot(tl.trans(grad), tile, acc)
-    tl.store(partial + split * N * K + outs[:, None] * K + cols[None, :], acc * scale,
-             mask=(outs[:, None] < N) & (cols[None, :] < K))  # fmt: skip
+        keep = _keep(seed, rows, cols, K, threshold)
+        if GRAD_WEIGHT:
+            tile = tl.load(x + rows[:, None] * K + cols[None, :], mask=inside, other=0.0)
+            acc = tl.dot(tl.trans(grad), tl.where(keep, tile, tl.zeros_like(tile)), acc)
+        if GRAD_INPUT:
+            product = tl.dot(grad, weight)
+            product = tl.where(keep, product * scale, tl.zeros_like(product))
+            at = gx + rows[:, None] * K + cols[None, :]
+            if ACCUMULATE:
+                product += tl.load(at, mask=inside, other=0.0).to(tl.float32)
+            tl.store(at, product.to(gx.dtype.element_ty), mask=inside)
+    if GRAD_WEIGHT:
+        tl.store(partial + split * N * K + outs[:, None] * K + cols[None, :], acc * scale,
+                 mask=(outs[:, None] < N) & (cols[None, :] < K))  # fmt: skip
 
 
 @triton.jit
 def _mask_kernel(out, seed_ptr, M, K, p, BLOCK: tl.constexpr):
-    seed = tl.load(seed_ptr).to(tl.uint32)
+    seed, threshold = tl.load(seed_ptr).to(tl.uint32), _threshold(p)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(out + rows[:, None] * K + cols[None, :], _keep(seed, rows, cols, K, p).to(tl.int8),
+    tl.store(out + rows[:, None] * K + cols[None, :], _keep(seed, rows, cols, K, threshold).to(tl.int8),
              mask=(rows[:, None] < M) & (cols[None, :] < K))  # fmt: skip
 
 
@@ -154,52 +173,76 @@ def keep_mask(seed: torch.Tensor, rows: int, width: int, p: float) -> torch.Tens
 
 
 def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the kernels take these inputs: half precision on a GPU, the mask's counter in 32 bits."""
-    return x.is_cuda and x.dtype in DTYPES and weight.dtype == x.dtype and x.numel() <= MAX_ELEMENTS
+    """Whether the kernels take these inputs: half precision on a GPU, the mask's counter in 32 bits, a rank
+    of at most MAX_RANK."""
+    return (
+        x.is_cuda
+        and x.dtype in DTYPES
+        and weight.dtype == x.dtype
+        and x.numel() <= MAX_ELEMENTS
+        and weight.shape[0] <= MAX_RANK
+    )
+
+
+def forward_splits(width: int) -> tuple[int, int]:
+    """(splits, columns per split) of the forward's reduction over the input's columns. Its output has only
+    the rank's columns, so one program a row tile leaves most of the GPU's SMs idle: each split sums its
+    columns into an fp32 partial and one torch.sum adds them (fixed order: the same result run after run)."""
+    splits = min(FORWARD_SPLITS, triton.cdiv(width, MIN_COLUMNS_PER_SPLIT))
+    # A multiple of 64 columns (128 bytes), so that every split starts on an aligned address.
+    cols_per_split = triton.cdiv(triton.cdiv(width, splits), 64) * 64
+    return triton.cdiv(width, cols_per_split), cols_per_split
 
 
 def _forward(flat: torch.Tensor, weight: torch.Tensor, p: float, seed: torch.Tensor) -> torch.Tensor:
     """scale * (flat * keep) @ weight.T: [rows, width] -> [rows, rank]."""
     (rows, width), rank = flat.shape, weight.shape[0]
-    out = torch.empty(rows, rank, dtype=flat.dtype, device=flat.device)
-    block_n = _block_n(rank)
-
-    def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(rank, block_n)
-
-    _forward_kernel[grid](flat, weight, out, seed, rows, rank, width, p, 1.0 / (1.0 - p), BLOCK_N=block_n)
-    return out
-
-
-def _grad_input(
-    grad: torch.Tensor, weight: torch.Tensor, p: float, seed: torch.Tensor, into: torch.Tensor | None = None
-) -> torch.Tensor:
-    """keep * scale * (grad @ weight): [rows, rank] -> [rows, width]; added to `into` (in place) if given."""
-    (rows, rank), width = grad.shape, weight.shape[1]
-    out = torch.empty(rows, width, dtype=grad.dtype, device=grad.device) if into is None else into
-
-    def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(width, meta["BLOCK_K"])
-
-    _grad_input_kernel[grid](grad, weight, out, seed, rows, rank, width, p, 1.0 / (1.0 - p),
-                             BLOCK_N=_block_n(rank), ACCUMULATE=into is not None)  # fmt: skip
-    return out
-
-
-def _grad_weight(grad: torch.Tensor, flat: torch.Tensor, p: float, seed: torch.Tensor) -> torch.Tensor:
-    """scale * grad.T @ (flat * keep) in fp32, rounded once to the inputs' dtype: [rank, width]."""
-    (rows, width), rank = flat.shape, grad.shape[1]
-    splits = min(triton.cdiv(rows, ROWS_PER_SPLIT), MAX_SPLITS)
-    rows_per_split = triton.cdiv(rows, splits)
-    partial = torch.empty(splits, rank, width, dtype=torch.float32, device=flat.device)
+    splits, cols_per_split = forward_splits(width)
+    partial_dtype = flat.dtype if splits == 1 else torch.float32
+    out = torch.empty(splits, rows, rank, dtype=partial_dtype, device=flat.device)
     block_n = _block_n(rank)
 
     def grid(meta: dict) -> tuple[int, int, int]:
-        return triton.cdiv(rank, block_n), triton.cdiv(width, meta["BLOCK_K"]), splits
+        return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(rank, block_n), splits
 
-    _grad_weight_kernel[grid](grad, flat, partial, seed, rows, rank, width, p, 1.0 / (1.0 - p),
-                              rows_per_split, BLOCK_N=block_n)  # fmt: skip
-    return partial.sum(0).to(flat.dtype)
+    _forward_kernel[grid](flat, weight, out, seed, rows, rank, width, p, 1.0 / (1.0 - p), cols_per_split,
+                          BLOCK_N=block_n)  # fmt: skip
+    return out[0] if splits == 1 else out.sum(0).to(flat.dtype)
+
+
+def _backward(
+    grad: torch.Tensor,
+    flat: torch.Tensor,
+    weight: torch.Tensor,
+    p: float,
+    seed: torch.Tensor,
+    *,
+    grad_input: bool,
+    grad_weight: bool,
+    into: torch.Tensor | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(keep * scale * (grad @ weight), scale * grad.T @ (flat * keep)) for grad [rows, rank] and flat [rows,
+    width], each only if asked: the input gradient [rows, width], added to `into` (in place) if given; the
+    weight gradient [rank, width] summed over the splits' fp32 partials in one torch.sum (fixed order: the
+    same gradient run after run, where atomics would add in any order), rounded once to the inputs' dtype."""
+    (rows, width), rank = flat.shape, weight.shape[0]
+    splits = min(triton.cdiv(rows, ROWS_PER_SPLIT), MAX_SPLITS)
+    rows_per_split = triton.cdiv(rows, splits)
+    gx = partial = None
+    if grad_input:
+        gx = torch.empty(rows, width, dtype=grad.dtype, device=grad.device) if into is None else into
+    if grad_weight:
+        partial = torch.empty(splits, rank, width, dtype=torch.float32, device=flat.device)
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return triton.cdiv(width, meta["BLOCK_K"]), splits
+
+    # A product not asked for gets a stand-in pointer that the kernel never reads or writes.
+    gx_out, partial_out = gx if grad_input else flat, partial if grad_weight else grad
+    _backward_kernel[grid](grad, flat, weight, gx_out, partial_out, seed, rows, rank, width, p,
+                           1.0 / (1.0 - p), rows_per_split, BLOCK_N=_block_n(rank), GRAD_INPUT=grad_input,
+                           GRAD_WEIGHT=grad_weight, ACCUMULATE=into is not None)  # fmt: skip
+    return gx, partial.sum(0).to(flat.dtype) if grad_weight else None
 
 
 def _keep_for_backward(ctx: Any, flat: torch.Tensor, weight: torch.Tensor, seed: torch.Tensor,
@@ -236,19 +279,16 @@ class DropoutMatmul(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
         flat, weight, seed = _kept(ctx)
         grad = grad_out.reshape(-1, weight.shape[0]).contiguous()
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _grad_input(grad, weight, ctx.p, seed).view(ctx.input_shape)
-        if ctx.needs_input_grad[1]:
-            grad_w = _grad_weight(grad, flat, ctx.p, seed)
-        return grad_x, grad_w, None, None, None
+        grad_x, grad_w = _backward(grad, flat, weight, ctx.p, seed, grad_input=ctx.needs_input_grad[0],
+                                   grad_weight=ctx.needs_input_grad[1])  # fmt: skip
+        return grad_x.view(ctx.input_shape) if grad_x is not None else None, grad_w, None, None, None
 
 
 class FrozenAndDropoutMatmul(torch.autograd.Function):
     """(frozen(x), dropout(x, p) @ weight.T): a LoRA projection's frozen layer and its lora_A, which read one
     x, in one autograd node, so that x's gradient is written once. Apart, autograd adds lora_A's input
     gradient to the frozen layer's in a kernel of its own: at 14B and 2 x 2048 tokens seven sums of [4096,
-    5120 or 13824] tensors a layer, about 16 ms of a 430 ms step. Here the grad-input kernel adds its product
+    5120 or 13824] tensors a layer, about 16 ms of a 430 ms step. Here the backward kernel adds its product
     to the frozen layer's input gradient as it stores it, in fp32, rounding once (benchmarks/RESULTS.md:
     1.7% and 2.7% faster steps)."""
 
@@ -275,13 +315,12 @@ class FrozenAndDropoutMatmul(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None, None]:
         flat, weight, seed = _kept(ctx)
         grad = grad_hidden.reshape(-1, weight.shape[0]).contiguous()
-        grad_x = grad_w = None
+        frozen_grad = None
         if ctx.needs_input_grad[0]:
             frozen_grad = _frozen_input_gradient(ctx.frozen, grad_result.reshape(-1, grad_result.shape[-1]))
-            grad_x = _grad_input(grad, weight, ctx.p, seed, into=frozen_grad).view(ctx.input_shape)
-        if ctx.needs_input_grad[1]:
-            grad_w = _grad_weight(grad, flat, ctx.p, seed)
-        return grad_x, grad_w, None, None, None, None
+        grad_x, grad_w = _backward(grad, flat, weight, ctx.p, seed, grad_input=ctx.needs_input_grad[0],
+                                   grad_weight=ctx.needs_input_grad[1], into=frozen_grad)  # fmt: skip
+        return grad_x.view(ctx.input_shape) if grad_x is not None else None, grad_w, None, None, None, None
 
 
 def _frozen_input_gradient(frozen: torch.nn.Module, grad: torch.Tensor) -> torch.Tensor:

@@ -73,9 +73,14 @@ def liger_enabled(use_liger: str, device: torch.device) -> bool:
     return use_liger != "off" and installed and device.type == "cuda"
 
 
-def fused_dropout_available(device: torch.device) -> bool:
-    """Whether LoRA dropout can run in Triton kernels: a CUDA device and Triton (which CUDA torch brings)."""
-    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+def fused_dropout_available(device: torch.device, rank: int) -> bool:
+    """Whether LoRA dropout can run in Triton kernels: a CUDA device, Triton (which CUDA torch brings) and a
+    rank the kernels hold."""
+    if device.type != "cuda" or importlib.util.find_spec("triton") is None:
+        return False
+    from arena_assets.ranker import fused_dropout  # Triton: a GPU process's import
+
+    return rank <= fused_dropout.MAX_RANK
 
 
 def load_backbone(
@@ -323,7 +328,7 @@ def build_model(config: TrainConfig, device: torch.device, *, finish: bool = Tru
         # The kernels take half-precision adapters in eager runs; compiled layers trace the eager dropout.
         half = config.adapter_compute_dtype and dtype in (torch.bfloat16, torch.float16)
         fused = config.fused_lora_dropout and half and not config.compile_layers
-        recompute_lora_dropout(peft_model, fused=fused and fused_dropout_available(device))
+        recompute_lora_dropout(peft_model, fused=fused and fused_dropout_available(device, config.lora_r))
     if config.lora_update_in_matmul:
         add_lora_in_matmul(peft_model)
     apply_gradient_checkpointing(peft_model, config.gradient_checkpointing)

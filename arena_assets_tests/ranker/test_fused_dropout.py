@@ -25,19 +25,31 @@ KEEP_P = 0.3  # large, so that the mask shows in every product
 ATOL = {torch.float16: 2e-2, torch.bfloat16: 1.5e-1}
 
 
+def reference_keep(seed: int, rows: int, width: int, p: float) -> torch.Tensor:
+    """The mask as the kernels define it, in int64 arithmetic mod 2**32: the lowbias32 hash of row * width +
+    column plus the seed, kept where its top 24 bits as a fraction are at least p (p in fp32, as a kernel
+    argument). It pins the stream: a rewrite of the kernels' hash must draw the same masks."""
+    low32 = 2**32 - 1
+    h = (torch.arange(rows * width, dtype=torch.int64) * 0x9E3779B9 + seed) & low32
+    h = ((h ^ (h >> 16)) * 0x7FEB352D) & low32
+    h = ((h ^ (h >> 15)) * 0x846CA68B) & low32
+    h = h ^ (h >> 16)
+    return ((h >> 8).float() / 2**24 >= torch.tensor(p, dtype=torch.float32)).reshape(rows, width)
+
+
 def check_kernels(device: str, dtype: torch.dtype) -> None:
     """Every tile shape of the three kernels against fp32 products with the mask `keep_mask` draws, on
     sizes that no tile divides; the mask's rate; the same seed gives the same mask, another seed another."""
     from arena_assets.ranker import fused_dropout
 
-    kernels = (
-        fused_dropout._forward_kernel, fused_dropout._grad_input_kernel, fused_dropout._grad_weight_kernel
-    )
-    tiles, split_rows = list(kernels[0].configs), fused_dropout.ROWS_PER_SPLIT
+    kernels = (fused_dropout._forward_kernel, fused_dropout._backward_kernel)
+    tiles = [list(kernel.configs) for kernel in kernels]
+    split_rows, split_cols = fused_dropout.ROWS_PER_SPLIT, fused_dropout.MIN_COLUMNS_PER_SPLIT
     generator = torch.Generator().manual_seed(0)
     rows, width, rank = 70, 200, 12
     seed = torch.tensor([1234], dtype=torch.int32, device=device)
     keep = fused_dropout.keep_mask(seed, rows, width, KEEP_P)
+    assert torch.equal(keep.cpu(), reference_keep(1234, rows, width, KEEP_P))
     assert abs(keep.float().mean().item() - (1 - KEEP_P)) < 0.02
     assert torch.equal(keep, fused_dropout.keep_mask(seed, rows, width, KEEP_P))
     assert not torch.equal(keep, fused_dropout.keep_mask(seed + 1, rows, width, KEEP_P))
@@ -52,11 +64,16 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
     frozen_weight = frozen.weight.float()
     frozen_reference = x0.float().reshape(rows, width) @ frozen_weight.T
     grad_result = torch.randn(2, rows // 2, 24, generator=generator).to(device, dtype)
-    # Every tile, the weight gradient's rows in one program and split over several (14 rows each here).
-    for tile, rows_per_split in [(tile, 512) for tile in tiles] + [(tiles[0], 16), (tiles[-1], 16)]:
-        fused_dropout.ROWS_PER_SPLIT = rows_per_split
-        for kernel in kernels:
-            kernel.configs = [tile]  # one tile at a time (the interpreter cannot time them to choose)
+    # Every kernel's every tile; the reductions in one program and split over several: the backward's rows
+    # (14 each here) and the forward's columns (64, 64, 64 and 8).
+    count = max(len(kernel_tiles) for kernel_tiles in tiles)
+    runs = [(index, 512, 4096) for index in range(count)] + [(0, 16, 64), (-1, 16, 64)]
+    for index, rows_per_split, cols_per_split in runs:
+        fused_dropout.ROWS_PER_SPLIT, fused_dropout.MIN_COLUMNS_PER_SPLIT = rows_per_split, cols_per_split
+        tile = [kernel_tiles[index % len(kernel_tiles)] for kernel_tiles in tiles]
+        for kernel, kernel_tile in zip(kernels, tile, strict=True):
+            kernel.configs = [kernel_tile]  # one tile at a time (the interpreter cannot time them to choose)
+        label = f"{list(map(str, tile))} rows per split {rows_per_split}, columns per split {cols_per_split}"
         x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
         out = fused_dropout.DropoutMatmul.apply(x, w, KEEP_P, seed, None)
         out.backward(grad)
@@ -64,8 +81,16 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
         pairs = (("out", out, reference), ("grad x", x.grad, xf.grad), ("grad w", w.grad, wf.grad))
         for name, got, want in pairs:
             torch.testing.assert_close(got.float().reshape(want.shape), want.detach(), rtol=1e-2,
-                                       atol=ATOL[dtype], msg=f"{name} {tile} {rows_per_split}")  # fmt: skip
+                                       atol=ATOL[dtype], msg=f"{name} {label}")  # fmt: skip
         assert (x.grad.reshape(rows, width)[~keep] == 0).all()  # a dropped input gets no gradient
+        # One of the two gradients alone: the backward kernel leaves the other product out.
+        for x_grad in (True, False):
+            x, w = x0.clone().requires_grad_(x_grad), w0.clone().requires_grad_(not x_grad)
+            fused_dropout.DropoutMatmul.apply(x, w, KEEP_P, seed, None).backward(grad)
+            got, want = (x.grad, xf.grad) if x_grad else (w.grad, wf.grad)
+            torch.testing.assert_close(got.float().reshape(want.shape), want.detach(), rtol=1e-2,
+                                       atol=ATOL[dtype], msg=f"alone {x_grad} {label}")  # fmt: skip
+            assert (w.grad if x_grad else x.grad) is None
         # Beside a frozen layer in one node: lora_A's input gradient added to the frozen layer's in a kernel.
         x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
         result, hidden = fused_dropout.FrozenAndDropoutMatmul.apply(x, w, KEEP_P, seed, None, frozen)
@@ -75,10 +100,10 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
                  ("joined grad w", w.grad, wf.grad))  # fmt: skip
         for name, got, want in pairs:
             torch.testing.assert_close(got.float().reshape(want.shape), want.detach(), rtol=1e-2,
-                                       atol=ATOL[dtype], msg=f"{name} {tile} {rows_per_split}")  # fmt: skip
-    for kernel in kernels:
-        kernel.configs = tiles
-    fused_dropout.ROWS_PER_SPLIT = split_rows
+                                       atol=ATOL[dtype], msg=f"{name} {label}")  # fmt: skip
+    for kernel, kernel_tiles in zip(kernels, tiles, strict=True):
+        kernel.configs = kernel_tiles
+    fused_dropout.ROWS_PER_SPLIT, fused_dropout.MIN_COLUMNS_PER_SPLIT = split_rows, split_cols
 
 
 def _interpreter_breaks_on_numpy() -> bool:
@@ -200,7 +225,7 @@ def test_the_kernels_are_chosen_for_half_precision_adapters_only(
     from arena_assets.ranker import modeling
     from arena_assets.ranker.lora_dropout import DropoutLinear
 
-    monkeypatch.setattr(modeling, "fused_dropout_available", lambda device: True)
+    monkeypatch.setattr(modeling, "fused_dropout_available", lambda device, rank: True)
 
     def fused(**overrides: object) -> tuple[bool, str]:
         config = make_train_config(small_files, tmp_path / "unused", lora_dropout=0.1, **overrides)
