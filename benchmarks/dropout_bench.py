@@ -34,10 +34,9 @@ RANK, HIDDEN, MLP, LAYERS = 64, 5120, 13824, 48
 DEVICE, DTYPE = "cuda", torch.bfloat16
 WIDTHS = {HIDDEN: 6, MLP: 1}  # width -> adapters of that width in a layer
 WARPS_STAGES = ((4, 3), (8, 3))
-# kernel -> (BLOCK_M, BLOCK_K, splits: the forward's column splits, the backward's rows per split); the
-# forward's narrowed by the first sweep (benchmarks/RESULTS.md: one program a row tile, or two splits, lost).
+# kernel -> (BLOCK_M, BLOCK_K, the backward's rows per split).
 SWEEP = {
-    "forward": ((32, 64, 128), (64, 128), (4, 8, 16)),
+    "forward": ((16, 32, 64), (64, 128, 256), (None,)),
     "backward": ((16, 32, 64, 128), (64, 128, 256), (256, 512, 1024)),
 }
 # A tile too large for an SM's shared memory or registers: the sweep lists it and goes on.
@@ -95,30 +94,15 @@ class Shapes:
         }
 
     # The sweep: each kernel's jitted function called with a tile of its own, past the autotuner.
-    def forward_with(self, meta: dict, splits: int) -> Callable[[], object]:
-        per_split = triton.cdiv(triton.cdiv(self.width, splits), 64) * 64
-        splits = triton.cdiv(self.width, per_split)
-        out = torch.empty(
-            splits, self.tokens, RANK, device=DEVICE, dtype=DTYPE if splits == 1 else torch.float32
-        )
-        grid = (triton.cdiv(self.tokens, meta["BLOCK_M"]), 1, splits)
+    def forward_with(self, meta: dict, _: None) -> Callable[[], object]:
+        out = torch.empty(self.tokens, RANK, device=DEVICE, dtype=DTYPE)
+        grid = (triton.cdiv(self.tokens, meta["BLOCK_M"]), 1)
+        kernel = fused_dropout._forward_kernel.fn[grid]
+        args = (self.x, self.w, out, self.seed, self.tokens, RANK, self.width, self.p, self.scale)
 
         def run() -> object:
-            fused_dropout._forward_kernel.fn[grid](
-                self.x,
-                self.w,
-                out,
-                self.seed,
-                self.tokens,
-                RANK,
-                self.width,
-                self.p,
-                self.scale,
-                per_split,
-                BLOCK_N=RANK,
-                **meta,
-            )
-            return out[0] if splits == 1 else out.sum(0).to(DTYPE)
+            kernel(*args, BLOCK_N=RANK, **meta)
+            return out
 
         return run
 

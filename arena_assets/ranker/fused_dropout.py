@@ -19,8 +19,7 @@ does, from another random stream: the seed is drawn from the GPU's torch generat
 accumulate in fp32 and round once.
 
 The hash, a dozen integer operations an element, is what bounds these kernels, not their bytes
-(benchmarks/dropout_bench.py): the backward draws the mask once for both of its products, and the
-forward splits its reduction over the columns so that every SM has work.
+(benchmarks/dropout_bench.py), so the backward draws the mask once for both of its products.
 
 lora_A reads the input of a frozen projection. `FrozenAndDropoutMatmul` runs the two in one autograd node,
 so the backward kernel adds lora_A's part of the input gradient to the frozen projection's as it stores
@@ -46,21 +45,16 @@ MAX_RANK = 128
 # Rows of the backward's weight-gradient reduction per program: its partial sums add up in one torch.sum.
 ROWS_PER_SPLIT = 512
 MAX_SPLITS = 32
-# The forward's reduction over the input's columns, split in up to this many parts of at least so many
-# columns (`forward_splits`).
-FORWARD_SPLITS = 8
-MIN_COLUMNS_PER_SPLIT = 512
 
 # The row count changes with every packed pass: left unspecialised, each kernel compiles once per width.
 # Tiles from benchmarks/dropout_bench.py's sweep on an H200 (benchmarks/RESULTS.md); small ones for few rows.
 _FORWARD_TILES = [
     triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=s)
-    for m, k, w, s in ((16, 128, 4, 4), (32, 64, 4, 3), (64, 64, 4, 3), (64, 64, 8, 3), (128, 64, 8, 3))
+    for m, k, w, s in ((16, 128, 4, 4), (16, 256, 4, 3), (32, 128, 4, 4), (32, 256, 8, 3), (64, 128, 4, 3))
 ]
 _BACKWARD_TILES = [
     triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=s)
-    for m, k, w, s in ((16, 64, 4, 3), (32, 64, 4, 3), (64, 64, 4, 3), (64, 64, 8, 3), (32, 128, 4, 3),
-                       (64, 128, 8, 3))  # fmt: skip
+    for m, k, w, s in ((16, 64, 4, 3), (32, 64, 4, 3), (64, 64, 4, 3), (64, 64, 8, 3), (16, 128, 4, 3))
 ]
 # A 32-bit integer hash (Wellons' lowbias32) of the element's index and the seed: a handful of integer
 # operations per element where Philox takes ten rounds of wide multiplies, which bound the kernels.
@@ -88,27 +82,23 @@ def _keep(seed, rows, cols, width, threshold):
     return (h >> 8) >= threshold
 
 
-@triton.autotune(configs=_FORWARD_TILES, key=["N", "K", "cols_per_split"])
+@triton.autotune(configs=_FORWARD_TILES, key=["N", "K"])
 @triton.jit(do_not_specialize=["M"])
-def _forward_kernel(x, w, y, seed_ptr, M, N, K, p, scale, cols_per_split,
+def _forward_kernel(x, w, y, seed_ptr, M, N, K, p, scale,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-    """y[split] = scale * (x * keep)[:, columns] @ w[:, columns].T over this split's columns."""
     seed, threshold = tl.load(seed_ptr).to(tl.uint32), _threshold(p)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     outs = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    split = tl.program_id(2)
-    first = split * cols_per_split
-    end = tl.minimum(first + cols_per_split, K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for start in range(first, end, BLOCK_K):
+    for start in range(0, K, BLOCK_K):
         cols = start + tl.arange(0, BLOCK_K)
         tile = tl.load(x + rows[:, None] * K + cols[None, :],
-                       mask=(rows[:, None] < M) & (cols[None, :] < end), other=0.0)  # fmt: skip
+                       mask=(rows[:, None] < M) & (cols[None, :] < K), other=0.0)  # fmt: skip
         tile = tl.where(_keep(seed, rows, cols, K, threshold), tile, tl.zeros_like(tile))
         weight = tl.load(w + outs[None, :] * K + cols[:, None],
-                         mask=(outs[None, :] < N) & (cols[:, None] < end), other=0.0)  # fmt: skip
+                         mask=(outs[None, :] < N) & (cols[:, None] < K), other=0.0)  # fmt: skip
         acc = tl.dot(tile, weight, acc)
-    tl.store(y + split * M * N + rows[:, None] * N + outs[None, :], (acc * scale).to(y.dtype.element_ty),
+    tl.store(y + rows[:, None] * N + outs[None, :], (acc * scale).to(y.dtype.element_ty),
              mask=(rows[:, None] < M) & (outs[None, :] < N))  # fmt: skip
 
 
@@ -184,30 +174,17 @@ def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
-def forward_splits(width: int) -> tuple[int, int]:
-    """(splits, columns per split) of the forward's reduction over the input's columns. Its output has only
-    the rank's columns, so one program a row tile leaves most of the GPU's SMs idle: each split sums its
-    columns into an fp32 partial and one torch.sum adds them (fixed order: the same result run after run)."""
-    splits = min(FORWARD_SPLITS, triton.cdiv(width, MIN_COLUMNS_PER_SPLIT))
-    # A multiple of 64 columns (128 bytes), so that every split starts on an aligned address.
-    cols_per_split = triton.cdiv(triton.cdiv(width, splits), 64) * 64
-    return triton.cdiv(width, cols_per_split), cols_per_split
-
-
 def _forward(flat: torch.Tensor, weight: torch.Tensor, p: float, seed: torch.Tensor) -> torch.Tensor:
     """scale * (flat * keep) @ weight.T: [rows, width] -> [rows, rank]."""
     (rows, width), rank = flat.shape, weight.shape[0]
-    splits, cols_per_split = forward_splits(width)
-    partial_dtype = flat.dtype if splits == 1 else torch.float32
-    out = torch.empty(splits, rows, rank, dtype=partial_dtype, device=flat.device)
+    out = torch.empty(rows, rank, dtype=flat.dtype, device=flat.device)
     block_n = _block_n(rank)
 
-    def grid(meta: dict) -> tuple[int, int, int]:
-        return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(rank, block_n), splits
+    def grid(meta: dict) -> tuple[int, int]:
+        return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(rank, block_n)
 
-    _forward_kernel[grid](flat, weight, out, seed, rows, rank, width, p, 1.0 / (1.0 - p), cols_per_split,
-                          BLOCK_N=block_n)  # fmt: skip
-    return out[0] if splits == 1 else out.sum(0).to(flat.dtype)
+    _forward_kernel[grid](flat, weight, out, seed, rows, rank, width, p, 1.0 / (1.0 - p), BLOCK_N=block_n)
+    return out
 
 
 def _backward(

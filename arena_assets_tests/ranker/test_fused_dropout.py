@@ -44,7 +44,7 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
 
     kernels = (fused_dropout._forward_kernel, fused_dropout._backward_kernel)
     tiles = [list(kernel.configs) for kernel in kernels]
-    split_rows, split_cols = fused_dropout.ROWS_PER_SPLIT, fused_dropout.MIN_COLUMNS_PER_SPLIT
+    split_rows = fused_dropout.ROWS_PER_SPLIT
     generator = torch.Generator().manual_seed(0)
     rows, width, rank = 70, 200, 12
     seed = torch.tensor([1234], dtype=torch.int32, device=device)
@@ -64,16 +64,15 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
     frozen_weight = frozen.weight.float()
     frozen_reference = x0.float().reshape(rows, width) @ frozen_weight.T
     grad_result = torch.randn(2, rows // 2, 24, generator=generator).to(device, dtype)
-    # Every kernel's every tile; the reductions in one program and split over several: the backward's rows
-    # (14 each here) and the forward's columns (64, 64, 64 and 8).
+    # Every kernel's every tile; the backward's weight-gradient rows in one program and split over several
+    # (14 each here).
     count = max(len(kernel_tiles) for kernel_tiles in tiles)
-    runs = [(index, 512, 4096) for index in range(count)] + [(0, 16, 64), (-1, 16, 64)]
-    for index, rows_per_split, cols_per_split in runs:
-        fused_dropout.ROWS_PER_SPLIT, fused_dropout.MIN_COLUMNS_PER_SPLIT = rows_per_split, cols_per_split
+    for index, rows_per_split in [(index, 512) for index in range(count)] + [(0, 16), (-1, 16)]:
+        fused_dropout.ROWS_PER_SPLIT = rows_per_split
         tile = [kernel_tiles[index % len(kernel_tiles)] for kernel_tiles in tiles]
         for kernel, kernel_tile in zip(kernels, tile, strict=True):
             kernel.configs = [kernel_tile]  # one tile at a time (the interpreter cannot time them to choose)
-        label = f"{list(map(str, tile))} rows per split {rows_per_split}, columns per split {cols_per_split}"
+        label = f"{list(map(str, tile))} rows per split {rows_per_split}"
         x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
         out = fused_dropout.DropoutMatmul.apply(x, w, KEEP_P, seed, None)
         out.backward(grad)
@@ -103,7 +102,7 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
                                        atol=ATOL[dtype], msg=f"{name} {label}")  # fmt: skip
     for kernel, kernel_tiles in zip(kernels, tiles, strict=True):
         kernel.configs = kernel_tiles
-    fused_dropout.ROWS_PER_SPLIT, fused_dropout.MIN_COLUMNS_PER_SPLIT = split_rows, split_cols
+    fused_dropout.ROWS_PER_SPLIT = split_rows
 
 
 def _interpreter_breaks_on_numpy() -> bool:
