@@ -38,7 +38,7 @@ def reference_keep(seed: int, rows: int, width: int, p: float) -> torch.Tensor:
 
 
 def check_kernels(device: str, dtype: torch.dtype) -> None:
-    """Every tile shape of the three kernels against fp32 products with the mask `keep_mask` draws, on
+    """Every tile shape of the two kernels against fp32 products with the mask `keep_mask` draws, on
     sizes that no tile divides; the mask's rate; the same seed gives the same mask, another seed another."""
     from arena_assets.ranker import fused_dropout
 
