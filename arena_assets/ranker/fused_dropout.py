@@ -202,6 +202,8 @@ def _backward(
     width], each only if asked: the input gradient [rows, width], added to `into` (in place) if given; the
     weight gradient [rank, width] summed over the splits' fp32 partials in one torch.sum (fixed order: the
     same gradient run after run, where atomics would add in any order), rounded once to the inputs' dtype."""
+    if not (grad_input or grad_weight):
+        return None, None
     (rows, width), rank = flat.shape, weight.shape[0]
     splits = min(triton.cdiv(rows, ROWS_PER_SPLIT), MAX_SPLITS)
     rows_per_split = triton.cdiv(rows, splits)

@@ -242,3 +242,14 @@ def test_the_kernels_are_chosen_for_half_precision_adapters_only(
                       {"precision": "bf16", "fused_lora_dropout": False}):  # fmt: skip
         chosen, report = fused(**overrides)
         assert not chosen and "LoRA dropout recomputed" in report, overrides
+
+
+def test_ranks_above_what_the_backward_kernel_holds_take_torchs_dropout() -> None:
+    """The backward kernel holds the whole rank in one tile: a larger rank is refused up front (and the log
+    line names torch's dropout), on a CUDA device as on any other."""
+    from arena_assets.ranker import fused_dropout, modeling
+
+    cuda = torch.device("cuda")  # a device name only: nothing runs on it
+    assert modeling.fused_dropout_available(cuda, fused_dropout.MAX_RANK)
+    assert not modeling.fused_dropout_available(cuda, fused_dropout.MAX_RANK + 1)
+    assert not modeling.fused_dropout_available(torch.device("cpu"), 16)
