@@ -71,8 +71,12 @@ class DropoutLinear(torch.nn.Linear):
     dropout_p: float = 0.0
     fused: bool = False  # on a GPU, in half precision: the mask drawn in the matmul kernels
 
+    def _drops(self) -> bool:
+        """Whether this call draws a mask: training, with gradients and a dropout above 0."""
+        return self.training and self.dropout_p > 0 and torch.is_grad_enabled()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.dropout_p > 0 and torch.is_grad_enabled():
+        if self._drops():
             if self.fused and x.is_cuda:
                 from arena_assets.ranker import fused_dropout  # Triton: a GPU process's import
 
@@ -86,8 +90,7 @@ class DropoutLinear(torch.nn.Linear):
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(frozen(x), self(x)) from one autograd node that writes x's gradient once, where the fused
         kernels take them (ranker/fused_dropout.py, `FrozenAndDropoutMatmul`); None elsewhere."""
-        training = self.training and self.dropout_p > 0 and torch.is_grad_enabled()
-        if not (training and self.fused and x.is_cuda):
+        if not (self._drops() and self.fused and x.is_cuda):
             return None
         from arena_assets.ranker import fused_dropout  # Triton: a GPU process's import
 
