@@ -13,7 +13,8 @@ out and the GPU's own time shows:
 
 Figures are milliseconds (the mean of a graph's replays); "per step" is the 14B's 48 layers x (6 hidden-size
 + 1 MLP-size adapters) at 2 x 2048 tokens. The code under test is whichever `arena_assets` comes first on
-PYTHONPATH, so one call can time two trees.
+PYTHONPATH, so one call can time two trees that share the kernels' host functions (`_forward`, `_backward`:
+from 241531d; before it, the grad-input and grad-weight kernels had functions of their own).
 """
 
 from __future__ import annotations

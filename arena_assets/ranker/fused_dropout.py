@@ -224,19 +224,34 @@ def _backward(
     return gx, partial.sum(0).to(flat.dtype) if grad_weight else None
 
 
-def _keep_for_backward(ctx: Any, flat: torch.Tensor, weight: torch.Tensor, seed: torch.Tensor,
-                       rebuild: Rebuild | None) -> None:  # fmt: skip
-    # With a rebuild (ranker/rebuilt_activations.py), backward makes x again instead of keeping it.
+def _lora_a_forward(
+    ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float, seed: torch.Tensor, rebuild: Rebuild | None
+) -> torch.Tensor:
+    """scale * (x * keep) @ weight.T, x's shape but the last dimension, keeping for `_lora_a_backward` x (or,
+    with a rebuild, ranker/rebuilt_activations.py, the call that makes x again in backward), the weight and
+    the seed."""
+    flat, weight = x.reshape(-1, x.shape[-1]).contiguous(), weight.contiguous()
+    out = _forward(flat, weight, p, seed)
     ctx.rebuild = rebuild.keep() if rebuild is not None else None
     ctx.save_for_backward(*(() if rebuild is not None else (flat,)), weight, seed)
+    ctx.p, ctx.input_shape = p, x.shape
+    return out.view(*x.shape[:-1], weight.shape[0])
 
 
-def _kept(ctx: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x as [rows, width], weight, seed), as `_keep_for_backward` left them."""
+def _lora_a_backward(
+    ctx: Any, grad_out: torch.Tensor, into: torch.Tensor | None = None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(x's gradient, the weight's gradient) of `_lora_a_forward`'s call, each where its input needs one;
+    x's added to `into` (in place) if given."""
     if ctx.rebuild is not None:
         weight, seed = ctx.saved_tensors
-        return ctx.rebuild.get().reshape(-1, ctx.input_shape[-1]).contiguous(), weight, seed
-    return ctx.saved_tensors
+        flat = ctx.rebuild.get().reshape(-1, ctx.input_shape[-1]).contiguous()
+    else:
+        flat, weight, seed = ctx.saved_tensors
+    grad = grad_out.reshape(-1, weight.shape[0]).contiguous()
+    grad_x, grad_w = _backward(grad, flat, weight, ctx.p, seed, grad_input=ctx.needs_input_grad[0],
+                               grad_weight=ctx.needs_input_grad[1], into=into)  # fmt: skip
+    return grad_x.view(ctx.input_shape) if grad_x is not None else None, grad_w
 
 
 class DropoutMatmul(torch.autograd.Function):
@@ -246,21 +261,13 @@ class DropoutMatmul(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float, seed: torch.Tensor, rebuild: Rebuild | None
     ) -> torch.Tensor:
-        flat, weight = x.reshape(-1, x.shape[-1]).contiguous(), weight.contiguous()
-        out = _forward(flat, weight, p, seed)
-        _keep_for_backward(ctx, flat, weight, seed, rebuild)
-        ctx.p, ctx.input_shape = p, x.shape
-        return out.view(*x.shape[:-1], weight.shape[0])
+        return _lora_a_forward(ctx, x, weight, p, seed, rebuild)
 
     @staticmethod
     def backward(
         ctx: Any, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
-        flat, weight, seed = _kept(ctx)
-        grad = grad_out.reshape(-1, weight.shape[0]).contiguous()
-        grad_x, grad_w = _backward(grad, flat, weight, ctx.p, seed, grad_input=ctx.needs_input_grad[0],
-                                   grad_weight=ctx.needs_input_grad[1])  # fmt: skip
-        return grad_x.view(ctx.input_shape) if grad_x is not None else None, grad_w, None, None, None
+        return *_lora_a_backward(ctx, grad_out), None, None, None
 
 
 class FrozenAndDropoutMatmul(torch.autograd.Function):
@@ -282,24 +289,17 @@ class FrozenAndDropoutMatmul(torch.autograd.Function):
         frozen: torch.nn.Module,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         result = frozen(x)  # autograd is off in here: an Fp8Linear projects, an nn.Linear multiplies
-        flat, weight = x.reshape(-1, x.shape[-1]).contiguous(), weight.contiguous()
-        hidden = _forward(flat, weight, p, seed)
-        _keep_for_backward(ctx, flat, weight, seed, rebuild)
-        ctx.p, ctx.input_shape, ctx.frozen = p, x.shape, frozen
-        return result, hidden.view(*x.shape[:-1], weight.shape[0])
+        ctx.frozen = frozen
+        return result, _lora_a_forward(ctx, x, weight, p, seed, rebuild)
 
     @staticmethod
     def backward(
         ctx: Any, grad_result: torch.Tensor, grad_hidden: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None, None]:
-        flat, weight, seed = _kept(ctx)
-        grad = grad_hidden.reshape(-1, weight.shape[0]).contiguous()
         frozen_grad = None
         if ctx.needs_input_grad[0]:
             frozen_grad = _frozen_input_gradient(ctx.frozen, grad_result.reshape(-1, grad_result.shape[-1]))
-        grad_x, grad_w = _backward(grad, flat, weight, ctx.p, seed, grad_input=ctx.needs_input_grad[0],
-                                   grad_weight=ctx.needs_input_grad[1], into=frozen_grad)  # fmt: skip
-        return grad_x.view(ctx.input_shape) if grad_x is not None else None, grad_w, None, None, None, None
+        return *_lora_a_backward(ctx, grad_hidden, into=frozen_grad), None, None, None, None
 
 
 def _frozen_input_gradient(frozen: torch.nn.Module, grad: torch.Tensor) -> torch.Tensor:
@@ -314,8 +314,7 @@ def frozen_and_dropout_matmul(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(frozen(x), dropout(x, p) @ weight.T) in one autograd node (FrozenAndDropoutMatmul); the seed as
     `dropout_matmul`'s. The caller checks `joins(frozen, x, weight)`."""
-    seed = torch.randint(0, MAX_ELEMENTS, (1,), device=x.device, dtype=torch.int32)
-    return FrozenAndDropoutMatmul.apply(x, weight, p, seed, rebuild, frozen)
+    return FrozenAndDropoutMatmul.apply(x, weight, p, _seed(x.device), rebuild, frozen)
 
 
 def joins(frozen: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -334,8 +333,11 @@ def joins(frozen: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> boo
 def dropout_matmul(
     x: torch.Tensor, weight: torch.Tensor, p: float, rebuild: Rebuild | None = None
 ) -> torch.Tensor:
-    """dropout(x, p) @ weight.T for training, the mask drawn in the kernels; the seed comes from the torch
-    generator of x's device (no synchronisation: it stays on the device). `rebuild`: the call that makes x
-    again in backward, kept instead of x."""
-    seed = torch.randint(0, MAX_ELEMENTS, (1,), device=x.device, dtype=torch.int32)
-    return DropoutMatmul.apply(x, weight, p, seed, rebuild)
+    """dropout(x, p) @ weight.T for training, the mask drawn in the kernels from a seed of x's device's torch
+    generator (`_seed`). `rebuild`: the call that makes x again in backward, kept instead of x."""
+    return DropoutMatmul.apply(x, weight, p, _seed(x.device), rebuild)
+
+
+def _seed(device: torch.device) -> torch.Tensor:
+    """A mask's seed from the torch generator of the device (no synchronisation: it stays there)."""
+    return torch.randint(0, MAX_ELEMENTS, (1,), device=device, dtype=torch.int32)

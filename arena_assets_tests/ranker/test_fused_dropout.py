@@ -64,6 +64,11 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
     frozen_weight = frozen.weight.float()
     frozen_reference = x0.float().reshape(rows, width) @ frozen_weight.T
     grad_result = torch.randn(2, rows // 2, 24, generator=generator).to(device, dtype)
+
+    def close(name: str, got: torch.Tensor, want: torch.Tensor) -> None:  # `label`: the loop's tiles below
+        torch.testing.assert_close(got.float().reshape(want.shape), want.detach(), rtol=1e-2,
+                                   atol=ATOL[dtype], msg=f"{name} {label}")  # fmt: skip
+
     # Every kernel's every tile; the backward's weight-gradient rows in one program and split over several
     # (14 each here).
     count = max(len(kernel_tiles) for kernel_tiles in tiles)
@@ -77,18 +82,15 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
         out = fused_dropout.DropoutMatmul.apply(x, w, KEEP_P, seed, None)
         out.backward(grad)
         assert out.shape == (2, rows // 2, rank) and out.dtype == dtype
-        pairs = (("out", out, reference), ("grad x", x.grad, xf.grad), ("grad w", w.grad, wf.grad))
-        for name, got, want in pairs:
-            torch.testing.assert_close(got.float().reshape(want.shape), want.detach(), rtol=1e-2,
-                                       atol=ATOL[dtype], msg=f"{name} {label}")  # fmt: skip
+        close("out", out, reference)
+        close("grad x", x.grad, xf.grad)
+        close("grad w", w.grad, wf.grad)
         assert (x.grad.reshape(rows, width)[~keep] == 0).all()  # a dropped input gets no gradient
         # One of the two gradients alone: the backward kernel leaves the other product out.
         for x_grad in (True, False):
             x, w = x0.clone().requires_grad_(x_grad), w0.clone().requires_grad_(not x_grad)
             fused_dropout.DropoutMatmul.apply(x, w, KEEP_P, seed, None).backward(grad)
-            got, want = (x.grad, xf.grad) if x_grad else (w.grad, wf.grad)
-            torch.testing.assert_close(got.float().reshape(want.shape), want.detach(), rtol=1e-2,
-                                       atol=ATOL[dtype], msg=f"alone {x_grad} {label}")  # fmt: skip
+            close(f"alone {x_grad}", *((x.grad, xf.grad) if x_grad else (w.grad, wf.grad)))
             assert (w.grad if x_grad else x.grad) is None
         # Beside a frozen layer in one node: lora_A's input gradient added to the frozen layer's in a kernel.
         x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
@@ -98,8 +100,7 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
                  ("joined grad x", x.grad, xf.grad + grad_result.float().reshape(rows, -1) @ frozen_weight),
                  ("joined grad w", w.grad, wf.grad))  # fmt: skip
         for name, got, want in pairs:
-            torch.testing.assert_close(got.float().reshape(want.shape), want.detach(), rtol=1e-2,
-                                       atol=ATOL[dtype], msg=f"{name} {label}")  # fmt: skip
+            close(name, got, want)
     for kernel, kernel_tiles in zip(kernels, tiles, strict=True):
         kernel.configs = kernel_tiles
     fused_dropout.ROWS_PER_SPLIT = split_rows
