@@ -112,8 +112,12 @@ class Fp8Linear(nn.Module):
         self.register_buffer("bias", bias.detach().clone() if bias is not None else None)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project_rows(x).view(*x.shape[:-1], self.out_features)
+
+    def project_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., in] -> [rows, out]: a tensor of its own, not a view."""
         if not self.fp8_forward:
-            return nn.functional.linear(x, self.weight, self.bias)
+            return nn.functional.linear(x.reshape(-1, self.in_features), self.weight, self.bias)
         quantized = getattr(x, _QUANTIZED, None)  # the same input, quantized by a sibling projection
         if quantized is None:
             quantized = quantize_rows(x.reshape(-1, self.in_features))
@@ -122,7 +126,7 @@ class Fp8Linear(nn.Module):
         out = scaled_matmul(values, scale, self.weight_fp8, self.weight_scale, x.dtype)
         if self.bias is not None:
             out.add_(self.bias)
-        return out.view(*x.shape[:-1], self.out_features)
+        return out
 
     def input_gradient(self, grad_out: torch.Tensor) -> torch.Tensor:
         """dy [M, out] -> dy @ W [M, in] in dy's dtype, dy quantized per row (a layer with `backward`)."""
@@ -139,6 +143,18 @@ class Fp8Linear(nn.Module):
     def extra_repr(self) -> str:
         e4m3 = "e4m3" if self.fp8_forward else "e4m3 for the input gradient"
         return f"in_features={self.in_features}, out_features={self.out_features}, {e4m3}"
+
+
+def frozen_rows(frozen: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A frozen projection's output for x [..., in] as [rows, out], for LoRA's update to add to it in place
+    (ranker/lora_output.py). An nn.Linear's, and an Fp8Linear's outside autograd (in an autograd.Function's
+    forward), is a tensor of its own; an Fp8Linear under autograd, or another layer, may give a view, which
+    autograd does not let a custom function's output be written through: the caller checks `_is_view()`."""
+    if isinstance(frozen, Fp8Linear):
+        # x itself, not a flattened view of it: q, k and v find the quantization a sibling left on it.
+        rows = frozen(x) if torch.is_grad_enabled() else frozen.project_rows(x)
+        return rows.reshape(-1, rows.shape[-1])
+    return frozen(x.reshape(-1, x.shape[-1]))
 
 
 def require_fp8(device: torch.device) -> None:

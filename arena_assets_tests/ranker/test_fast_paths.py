@@ -256,6 +256,33 @@ def test_lora_update_in_the_matmul_leaves_other_adapters_to_peft() -> None:
     assert model(x.bfloat16()).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_lora_update_adds_to_the_frozen_output_in_place(bias: bool) -> None:
+    """No copy of the frozen projection's output: the update is written into it, with peft's gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    from arena_assets.ranker.lora_output import add_lora_in_matmul
+
+    torch.manual_seed(0)
+    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(16, 8, bias=bias)),
+                           LoraConfig(r=4, target_modules=["0"]))  # fmt: skip
+    layer = model.base_model.model[0]
+    torch.nn.init.normal_(layer.lora_B["default"].weight)
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    lora_a, lora_b = layer.lora_A["default"], layer.lora_B["default"]
+    expected = layer.base_layer(x) + lora_b(lora_a(x)) * layer.scaling["default"]
+    want = torch.autograd.grad(expected.square().sum(), [x, lora_a.weight, lora_b.weight])
+    add_lora_in_matmul(model)
+    frozen_outputs: list[torch.Tensor] = []
+    layer.base_layer.register_forward_hook(lambda module, args, out: frozen_outputs.append(out))
+    out = model(x)
+    assert out.data_ptr() == frozen_outputs[0].data_ptr()  # written in place
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    got = torch.autograd.grad(out.square().sum(), [x, lora_a.weight, lora_b.weight])
+    for name, a, b in zip(("x", "lora_A", "lora_B"), got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def _bytes_kept_for_backward(config: TrainConfig, batch: dict[str, torch.Tensor]) -> int:
     """Bytes of the distinct tensors that autograd keeps for backward over one training forward."""
     set_seed(0)
