@@ -100,7 +100,8 @@ class Shapes:
         out = torch.empty(self.tokens, RANK, device=DEVICE, dtype=DTYPE)
         grid = (triton.cdiv(self.tokens, meta["BLOCK_M"]), 1)
         kernel = fused_dropout._forward_kernel.fn[grid]
-        args = (self.x, self.w, out, self.seed, self.tokens, RANK, self.width, self.p, self.scale)
+        pairs = fused_dropout.column_pairs(self.width)
+        args = (self.x, self.w, out, self.seed, self.tokens, RANK, self.width, pairs, self.p, self.scale)
 
         def run() -> object:
             kernel(*args, BLOCK_N=RANK, **meta)
@@ -124,6 +125,7 @@ class Shapes:
                 self.tokens,
                 RANK,
                 self.width,
+                fused_dropout.column_pairs(self.width),
                 self.p,
                 self.scale,
                 rows_per_split,

@@ -107,9 +107,9 @@ def _dropped_dot(x, w, rows, outs, cols, end, keep, M, N, K, acc):
 
 @triton.autotune(configs=_FORWARD_TILES, key=["N", "K"])
 @triton.jit(do_not_specialize=["M"])
-def _forward_kernel(x, w, y, seed_ptr, M, N, K, p, scale,
+def _forward_kernel(x, w, y, seed_ptr, M, N, K, half, p, scale,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-    seed, threshold, half = tl.load(seed_ptr).to(tl.uint32), _threshold(p), (K + 1) // 2
+    seed, threshold = tl.load(seed_ptr).to(tl.uint32), _threshold(p)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     outs = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -146,12 +146,13 @@ def _backward_columns(grad, x, gx, weight, acc, rows, cols, row_end, col_end, ke
 # ACCUMULATE the input gradient is added to what gx holds: the autotuner restores gx between its trials.
 @triton.autotune(configs=_BACKWARD_TILES, key=["N", "K"], restore_value=["gx"])
 @triton.jit(do_not_specialize=["M", "rows_per_split"])
-def _backward_kernel(g, x, w, gx, partial, seed_ptr, M, N, K, p, scale, rows_per_split, BLOCK_M: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GRAD_INPUT: tl.constexpr,
-                     GRAD_WEIGHT: tl.constexpr, ACCUMULATE: tl.constexpr):  # fmt: skip
+def _backward_kernel(g, x, w, gx, partial, seed_ptr, M, N, K, half, p, scale, rows_per_split,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     GRAD_INPUT: tl.constexpr, GRAD_WEIGHT: tl.constexpr,
+                     ACCUMULATE: tl.constexpr):  # fmt: skip
     """gx[rows] (+)= keep * scale * (g[rows] @ w) and partial[split] = scale * g[rows].T @ (x[rows] * keep),
     in fp32, for this split's rows; BLOCK_N covers the rank."""
-    seed, threshold, half = tl.load(seed_ptr).to(tl.uint32), _threshold(p), (K + 1) // 2
+    seed, threshold = tl.load(seed_ptr).to(tl.uint32), _threshold(p)
     outs = tl.arange(0, BLOCK_N)
     pairs = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     low, high = pairs, pairs + half  # each pair's two columns
@@ -180,8 +181,8 @@ def _backward_kernel(g, x, w, gx, partial, seed_ptr, M, N, K, p, scale, rows_per
 
 
 @triton.jit
-def _mask_kernel(out, seed_ptr, M, K, p, BLOCK: tl.constexpr):
-    seed, threshold, half = tl.load(seed_ptr).to(tl.uint32), _threshold(p), (K + 1) // 2
+def _mask_kernel(out, seed_ptr, M, K, half, p, BLOCK: tl.constexpr):
+    seed, threshold = tl.load(seed_ptr).to(tl.uint32), _threshold(p)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     high = cols >= half
@@ -192,7 +193,9 @@ def _mask_kernel(out, seed_ptr, M, K, p, BLOCK: tl.constexpr):
 
 
 def column_pairs(width: int) -> int:
-    """How many column pairs the kernels draw one hash for: column j with j + column_pairs(width)."""
+    """How many column pairs the kernels draw one hash for: column j with j + column_pairs(width). An
+    argument of the kernels, not computed in them: Triton reads a multiple of 16 off an integer argument, and
+    only then vectorises the loads at column j + column_pairs(width) and the masks at its bound."""
     return (width + 1) // 2
 
 
@@ -203,7 +206,8 @@ def _block_n(rank: int) -> int:
 def keep_mask(seed: torch.Tensor, rows: int, width: int, p: float) -> torch.Tensor:
     """The [rows, width] mask the kernels draw from `seed` (True: kept), for checks against a reference."""
     out = torch.empty(rows, width, dtype=torch.int8, device=seed.device)
-    _mask_kernel[(triton.cdiv(rows, 32), triton.cdiv(width, 32))](out, seed, rows, width, p, BLOCK=32)
+    grid = (triton.cdiv(rows, 32), triton.cdiv(width, 32))
+    _mask_kernel[grid](out, seed, rows, width, column_pairs(width), p, BLOCK=32)
     return out.bool()
 
 
@@ -228,7 +232,8 @@ def _forward(flat: torch.Tensor, weight: torch.Tensor, p: float, seed: torch.Ten
     def grid(meta: dict) -> tuple[int, int]:
         return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(rank, block_n)
 
-    _forward_kernel[grid](flat, weight, out, seed, rows, rank, width, p, 1.0 / (1.0 - p), BLOCK_N=block_n)
+    _forward_kernel[grid](flat, weight, out, seed, rows, rank, width, column_pairs(width), p, 1.0 / (1.0 - p),
+                          BLOCK_N=block_n)  # fmt: skip
     return out
 
 
@@ -263,9 +268,9 @@ def _backward(
 
     # A product not asked for gets a stand-in pointer that the kernel never reads or writes.
     gx_out, partial_out = gx if grad_input else flat, partial if grad_weight else grad
-    _backward_kernel[grid](grad, flat, weight, gx_out, partial_out, seed, rows, rank, width, p,
-                           1.0 / (1.0 - p), rows_per_split, BLOCK_N=_block_n(rank), GRAD_INPUT=grad_input,
-                           GRAD_WEIGHT=grad_weight, ACCUMULATE=into is not None)  # fmt: skip
+    _backward_kernel[grid](grad, flat, weight, gx_out, partial_out, seed, rows, rank, width,
+                           column_pairs(width), p, 1.0 / (1.0 - p), rows_per_split, BLOCK_N=_block_n(rank),
+                           GRAD_INPUT=grad_input, GRAD_WEIGHT=grad_weight, ACCUMULATE=into is not None)
     return gx, partial.sum(0).to(flat.dtype) if grad_weight else None
 
 
