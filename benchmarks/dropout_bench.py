@@ -14,8 +14,7 @@ out and the GPU's own time shows:
 Figures are milliseconds (the mean of a graph's replays); "per step" is the 14B's 48 layers x (6 hidden-size
 + 1 MLP-size adapters) at 2 x 2048 tokens. The code under test is whichever `arena_assets` comes first on
 PYTHONPATH, so one call can time two trees that share the kernels' host functions (`_forward`, `_backward`:
-from 241531d; before it, the grad-input and grad-weight kernels had functions of their own). The sweep
-calls the kernels themselves: it takes the tree of this script (a block of column pairs a program).
+from 241531d; before it, the grad-input and grad-weight kernels had functions of their own).
 """
 
 from __future__ import annotations
@@ -36,10 +35,10 @@ RANK, HIDDEN, MLP, LAYERS = 64, 5120, 13824, 48
 DEVICE, DTYPE = "cuda", torch.bfloat16
 WIDTHS = {HIDDEN: 6, MLP: 1}  # width -> adapters of that width in a layer
 WARPS_STAGES = ((4, 3), (8, 3))
-# kernel -> (BLOCK_M, BLOCK_K in column pairs, the backward's rows per split).
+# kernel -> (BLOCK_M, BLOCK_K, the backward's rows per split).
 SWEEP = {
-    "forward": ((16, 32, 64), (32, 64, 128), (None,)),
-    "backward": ((16, 32, 64, 128), (32, 64, 128), (256, 512, 1024)),
+    "forward": ((16, 32, 64), (64, 128, 256), (None,)),
+    "backward": ((16, 32, 64, 128), (64, 128, 256), (256, 512, 1024)),
 }
 # A tile too large for an SM's shared memory or registers: the sweep lists it and goes on.
 TILE_ERRORS = (triton.runtime.errors.OutOfResources, triton.compiler.errors.CompilationError)
@@ -100,8 +99,7 @@ class Shapes:
         out = torch.empty(self.tokens, RANK, device=DEVICE, dtype=DTYPE)
         grid = (triton.cdiv(self.tokens, meta["BLOCK_M"]), 1)
         kernel = fused_dropout._forward_kernel.fn[grid]
-        pairs = fused_dropout.column_pairs(self.width)
-        args = (self.x, self.w, out, self.seed, self.tokens, RANK, self.width, pairs, self.p, self.scale)
+        args = (self.x, self.w, out, self.seed, self.tokens, RANK, self.width, self.p, self.scale)
 
         def run() -> object:
             kernel(*args, BLOCK_N=RANK, **meta)
@@ -112,7 +110,7 @@ class Shapes:
     def backward_with(self, meta: dict, rows_per_split: int) -> Callable[[], object]:
         splits = triton.cdiv(self.tokens, rows_per_split)
         partial = torch.empty(splits, RANK, self.width, device=DEVICE, dtype=torch.float32)
-        grid = (triton.cdiv(fused_dropout.column_pairs(self.width), meta["BLOCK_K"]), splits)
+        grid = (triton.cdiv(self.width, meta["BLOCK_K"]), splits)
 
         def run() -> object:
             fused_dropout._backward_kernel.fn[grid](
@@ -125,7 +123,6 @@ class Shapes:
                 self.tokens,
                 RANK,
                 self.width,
-                fused_dropout.column_pairs(self.width),
                 self.p,
                 self.scale,
                 rows_per_split,

@@ -5,23 +5,21 @@ writes a dropped copy of its input and a mask in forward, writes them again in b
 and passes over the input gradient once more to apply the mask: at 14B and 2 x 2048 tokens about 40 ms of a
 500 ms step, in some 1,000 small kernels, for a dropout of 1%.
 
-Here the mask is never written. Each element's random number comes from a hash of its index and a seed (a
+Here the mask is never written. Each element's random number is a hash of its index and a seed (a
 counter-based generator), so each kernel that needs the mask draws it again as it loads the input:
 
     forward      y  = scale * (x * keep) @ A.T           reads x and A, writes y
     backward     gx = keep * scale * (gy @ A)            the mask applied before gx is stored
                  gA = scale * gy.T @ (x * keep)          the same mask applied as x is loaded
 
-with `scale = 1 / (1 - p)`. The hash, a dozen integer operations, is what bounds these kernels, not their
-bytes (benchmarks/dropout_bench.py). So one 32-bit hash serves two columns of a row, j and j + H (H =
-ceil(K / 2)): `h = hash(seed, row * H + j)`, column j kept where h's low 16 bits as a fraction are at least
-p, column j + H where its high 16 bits are. Each kernel takes a block of pairs as two tiles of columns, and
-the backward draws the mask once for both of its products.
+with `keep = hash(seed, row * K + column) >= p` (the hash's top 24 bits as a fraction) and `scale =
+1 / (1 - p)`. Each element is kept with probability 1 - p and scaled by 1 / (1 - p), as torch's dropout
+does, from another random stream: the seed is drawn from the GPU's torch generator, so a recomputed layer
+(whose RNG state torch's checkpointing restores) and a resumed run draw the same masks. The products
+accumulate in fp32 and round once.
 
-Each element is kept with probability 1 - ceil(p * 2**16) / 2**16 (p to 1.5e-5) and scaled by 1 / (1 - p),
-as torch's dropout does, from another random stream: the seed is drawn from the GPU's torch generator, so a
-recomputed layer (whose RNG state torch's checkpointing restores) and a resumed run draw the same masks. The
-products accumulate in fp32 and round once.
+The hash, a dozen integer operations an element, is what bounds these kernels, not their bytes
+(benchmarks/dropout_bench.py), so the backward draws the mask once for both of its products.
 
 lora_A reads the input of a frozen projection. `FrozenAndDropoutMatmul` runs the two in one autograd node,
 so the backward kernel adds lora_A's part of the input gradient to the frozen projection's as it stores
@@ -49,154 +47,108 @@ ROWS_PER_SPLIT = 512
 MAX_SPLITS = 32
 
 # The row count changes with every packed pass: left unspecialised, each kernel compiles once per width.
-# BLOCK_K counts column pairs (two columns each). Tiles from benchmarks/dropout_bench.py's sweep on an H200
-# (benchmarks/RESULTS.md); small ones for few rows.
+# Tiles from benchmarks/dropout_bench.py's sweep on an H200 (benchmarks/RESULTS.md); small ones for few rows.
 _FORWARD_TILES = [
     triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=s)
-    for m, k, w, s in ((16, 64, 4, 4), (16, 128, 4, 3), (32, 64, 4, 4), (32, 128, 8, 3), (64, 64, 4, 3))
+    for m, k, w, s in ((16, 128, 4, 4), (16, 256, 4, 3), (32, 128, 4, 4), (32, 256, 8, 3), (64, 128, 4, 3))
 ]
 _BACKWARD_TILES = [
     triton.Config({"BLOCK_M": m, "BLOCK_K": k}, num_warps=w, num_stages=s)
-    for m, k, w, s in ((16, 32, 4, 3), (32, 32, 4, 3), (64, 32, 4, 3), (64, 32, 8, 3), (16, 64, 4, 3))
+    for m, k, w, s in ((16, 64, 4, 3), (32, 64, 4, 3), (64, 64, 4, 3), (64, 64, 8, 3), (16, 128, 4, 3))
 ]
-# A 32-bit integer hash (Wellons' lowbias32) of the pair's index and the seed: a handful of integer
-# operations per pair where Philox takes ten rounds of wide multiplies, which bound the kernels.
+# A 32-bit integer hash (Wellons' lowbias32) of the element's index and the seed: a handful of integer
+# operations per element where Philox takes ten rounds of wide multiplies, which bound the kernels.
 _GOLDEN = tl.constexpr(0x9E3779B9)
 _MIX_A = tl.constexpr(0x7FEB352D)
 _MIX_B = tl.constexpr(0x846CA68B)
-_LOW_16 = tl.constexpr(0xFFFF)
 
 
 @triton.jit
 def _threshold(p):
-    """A 16-bit half of the hash below this drops its element: ceil(p * 2**16), so that `bits >= threshold`
-    is `bits / 2**16 >= p` exactly, without a conversion to float per element."""
-    return tl.math.ceil(p * 65536.0).to(tl.uint32)
+    """The hash's top 24 bits below this drop the element: ceil(p * 2**24), so that `bits >= threshold`
+    is `bits / 2**24 >= p` exactly, without a conversion to float per element."""
+    return tl.math.ceil(p * 16777216.0).to(tl.uint32)
 
 
 @triton.jit
-def _hash(seed, rows, pairs, half):
-    """lowbias32 of (row * half + pair) * GOLDEN + seed, mod 2**32: [rows, pairs]."""
-    # As a row part plus a pair part: one add an element.
-    h = ((rows * half).to(tl.uint32) * _GOLDEN + seed)[:, None] + (pairs.to(tl.uint32) * _GOLDEN)[None, :]
+def _keep(seed, rows, cols, width, threshold):
+    # (row * width + column) * GOLDEN + seed, mod 2**32, as a row part plus a column part: one add an element.
+    h = ((rows * width).to(tl.uint32) * _GOLDEN + seed)[:, None] + (cols.to(tl.uint32) * _GOLDEN)[None, :]
     h = h ^ (h >> 16)
     h = h * _MIX_A
     h = h ^ (h >> 15)
     h = h * _MIX_B
-    return h ^ (h >> 16)
-
-
-@triton.jit
-def _keep(seed, rows, pairs, half, threshold):
-    """Whether columns `pairs` and `pairs + half` of `rows` are kept: the low and the high 16 bits of one
-    hash."""
-    h = _hash(seed, rows, pairs, half)
-    return (h & _LOW_16) >= threshold, (h >> 16) >= threshold
-
-
-@triton.jit
-def _dropped_dot(x, w, rows, outs, cols, end, keep, M, N, K, acc):
-    """acc + (x[rows, cols] * keep) @ w[outs, cols].T, over the columns below `end`."""
-    tile = tl.load(x + rows[:, None] * K + cols[None, :],
-                   mask=(rows[:, None] < M) & (cols[None, :] < end), other=0.0)  # fmt: skip
-    tile = tl.where(keep, tile, tl.zeros_like(tile))
-    weight = tl.load(w + outs[None, :] * K + cols[:, None],
-                     mask=(outs[None, :] < N) & (cols[:, None] < end), other=0.0)  # fmt: skip
-    return tl.dot(tile, weight, acc)
+    h = h ^ (h >> 16)
+    return (h >> 8) >= threshold
 
 
 @triton.autotune(configs=_FORWARD_TILES, key=["N", "K"])
 @triton.jit(do_not_specialize=["M"])
-def _forward_kernel(x, w, y, seed_ptr, M, N, K, half, p, scale,
+def _forward_kernel(x, w, y, seed_ptr, M, N, K, p, scale,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
     seed, threshold = tl.load(seed_ptr).to(tl.uint32), _threshold(p)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     outs = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for start in range(0, half, BLOCK_K):
-        pairs = start + tl.arange(0, BLOCK_K)
-        keep_low, keep_high = _keep(seed, rows, pairs, half, threshold)
-        acc = _dropped_dot(x, w, rows, outs, pairs, half, keep_low, M, N, K, acc)
-        acc = _dropped_dot(x, w, rows, outs, pairs + half, K, keep_high, M, N, K, acc)
+    for start in range(0, K, BLOCK_K):
+        cols = start + tl.arange(0, BLOCK_K)
+        tile = tl.load(x + rows[:, None] * K + cols[None, :],
+                       mask=(rows[:, None] < M) & (cols[None, :] < K), other=0.0)  # fmt: skip
+        tile = tl.where(_keep(seed, rows, cols, K, threshold), tile, tl.zeros_like(tile))
+        weight = tl.load(w + outs[None, :] * K + cols[:, None],
+                         mask=(outs[None, :] < N) & (cols[:, None] < K), other=0.0)  # fmt: skip
+        acc = tl.dot(tile, weight, acc)
     tl.store(y + rows[:, None] * N + outs[None, :], (acc * scale).to(y.dtype.element_ty),
              mask=(rows[:, None] < M) & (outs[None, :] < N))  # fmt: skip
 
 
-@triton.jit
-def _backward_columns(grad, x, gx, weight, acc, rows, cols, row_end, col_end, keep, K, scale,
-                      GRAD_INPUT: tl.constexpr, GRAD_WEIGHT: tl.constexpr,
-                      ACCUMULATE: tl.constexpr):  # fmt: skip
-    """The backward's two products for one row tile and one half of its column pairs: gx[rows, cols] (+)=
-    keep * scale * (grad @ weight) stored; acc + grad.T @ (x[rows, cols] * keep) returned."""
-    inside = (rows[:, None] < row_end) & (cols[None, :] < col_end)
-    if GRAD_WEIGHT:
-        tile = tl.load(x + rows[:, None] * K + cols[None, :], mask=inside, other=0.0)
-        acc = tl.dot(tl.trans(grad), tl.where(keep, tile, tl.zeros_like(tile)), acc)
-    if GRAD_INPUT:
-        product = tl.dot(grad, weight)
-        product = tl.where(keep, product * scale, tl.zeros_like(product))
-        at = gx + rows[:, None] * K + cols[None, :]
-        if ACCUMULATE:
-            product += tl.load(at, mask=inside, other=0.0).to(tl.float32)
-        tl.store(at, product.to(gx.dtype.element_ty), mask=inside)
-    return acc
-
-
-# Over one block of column pairs and one split of the rows, the mask drawn once for both products. With
-# ACCUMULATE the input gradient is added to what gx holds: the autotuner restores gx between its trials.
+# Over one column block and one split of the rows, the mask drawn once for both products. With ACCUMULATE the
+# input gradient is added to what gx holds: the autotuner restores gx between its trials.
 @triton.autotune(configs=_BACKWARD_TILES, key=["N", "K"], restore_value=["gx"])
 @triton.jit(do_not_specialize=["M", "rows_per_split"])
-def _backward_kernel(g, x, w, gx, partial, seed_ptr, M, N, K, half, p, scale, rows_per_split,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     GRAD_INPUT: tl.constexpr, GRAD_WEIGHT: tl.constexpr,
-                     ACCUMULATE: tl.constexpr):  # fmt: skip
+def _backward_kernel(g, x, w, gx, partial, seed_ptr, M, N, K, p, scale, rows_per_split, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GRAD_INPUT: tl.constexpr,
+                     GRAD_WEIGHT: tl.constexpr, ACCUMULATE: tl.constexpr):  # fmt: skip
     """gx[rows] (+)= keep * scale * (g[rows] @ w) and partial[split] = scale * g[rows].T @ (x[rows] * keep),
     in fp32, for this split's rows; BLOCK_N covers the rank."""
     seed, threshold = tl.load(seed_ptr).to(tl.uint32), _threshold(p)
     outs = tl.arange(0, BLOCK_N)
-    pairs = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
-    low, high = pairs, pairs + half  # each pair's two columns
+    cols = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     split = tl.program_id(1)
     first = split * rows_per_split
     end = tl.minimum(first + rows_per_split, M)
-    weight_low = tl.load(w + outs[:, None] * K + low[None, :],
-                         mask=(outs[:, None] < N) & (low[None, :] < half), other=0.0)  # fmt: skip
-    weight_high = tl.load(w + outs[:, None] * K + high[None, :],
-                          mask=(outs[:, None] < N) & (high[None, :] < K), other=0.0)  # fmt: skip
-    acc_low = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    acc_high = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    if GRAD_INPUT:
+        weight = tl.load(w + outs[:, None] * K + cols[None, :],
+                         mask=(outs[:, None] < N) & (cols[None, :] < K), other=0.0)  # fmt: skip
+    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for start in range(first, end, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
+        inside = (rows[:, None] < end) & (cols[None, :] < K)
         grad = tl.load(g + rows[:, None] * N + outs[None, :],
                        mask=(rows[:, None] < end) & (outs[None, :] < N), other=0.0)  # fmt: skip
-        keep_low, keep_high = _keep(seed, rows, pairs, half, threshold)
-        acc_low = _backward_columns(grad, x, gx, weight_low, acc_low, rows, low, end, half, keep_low, K,
-                                    scale, GRAD_INPUT, GRAD_WEIGHT, ACCUMULATE)  # fmt: skip
-        acc_high = _backward_columns(grad, x, gx, weight_high, acc_high, rows, high, end, K, keep_high, K,
-                                     scale, GRAD_INPUT, GRAD_WEIGHT, ACCUMULATE)  # fmt: skip
+        keep = _keep(seed, rows, cols, K, threshold)
+        if GRAD_WEIGHT:
+            tile = tl.load(x + rows[:, None] * K + cols[None, :], mask=inside, other=0.0)
+            acc = tl.dot(tl.trans(grad), tl.where(keep, tile, tl.zeros_like(tile)), acc)
+        if GRAD_INPUT:
+            product = tl.dot(grad, weight)
+            product = tl.where(keep, product * scale, tl.zeros_like(product))
+            at = gx + rows[:, None] * K + cols[None, :]
+            if ACCUMULATE:
+                product += tl.load(at, mask=inside, other=0.0).to(tl.float32)
+            tl.store(at, product.to(gx.dtype.element_ty), mask=inside)
     if GRAD_WEIGHT:
-        at = partial + split * N * K + outs[:, None] * K
-        tl.store(at + low[None, :], acc_low * scale, mask=(outs[:, None] < N) & (low[None, :] < half))
-        tl.store(at + high[None, :], acc_high * scale, mask=(outs[:, None] < N) & (high[None, :] < K))
+        tl.store(partial + split * N * K + outs[:, None] * K + cols[None, :], acc * scale,
+                 mask=(outs[:, None] < N) & (cols[None, :] < K))  # fmt: skip
 
 
 @triton.jit
-def _mask_kernel(out, seed_ptr, M, K, half, p, BLOCK: tl.constexpr):
+def _mask_kernel(out, seed_ptr, M, K, p, BLOCK: tl.constexpr):
     seed, threshold = tl.load(seed_ptr).to(tl.uint32), _threshold(p)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    high = cols >= half
-    h = _hash(seed, rows, tl.where(high, cols - half, cols), half)
-    bits = tl.where(high[None, :], h >> 16, h & _LOW_16)
-    tl.store(out + rows[:, None] * K + cols[None, :], (bits >= threshold).to(tl.int8),
+    tl.store(out + rows[:, None] * K + cols[None, :], _keep(seed, rows, cols, K, threshold).to(tl.int8),
              mask=(rows[:, None] < M) & (cols[None, :] < K))  # fmt: skip
-
-
-def column_pairs(width: int) -> int:
-    """How many column pairs the kernels draw one hash for: column j with j + column_pairs(width). An
-    argument of the kernels, not computed in them: Triton reads a multiple of 16 off an integer argument, and
-    only then vectorises the loads at column j + column_pairs(width) and the masks at its bound."""
-    return (width + 1) // 2
 
 
 def _block_n(rank: int) -> int:
@@ -206,8 +158,7 @@ def _block_n(rank: int) -> int:
 def keep_mask(seed: torch.Tensor, rows: int, width: int, p: float) -> torch.Tensor:
     """The [rows, width] mask the kernels draw from `seed` (True: kept), for checks against a reference."""
     out = torch.empty(rows, width, dtype=torch.int8, device=seed.device)
-    grid = (triton.cdiv(rows, 32), triton.cdiv(width, 32))
-    _mask_kernel[grid](out, seed, rows, width, column_pairs(width), p, BLOCK=32)
+    _mask_kernel[(triton.cdiv(rows, 32), triton.cdiv(width, 32))](out, seed, rows, width, p, BLOCK=32)
     return out.bool()
 
 
@@ -232,8 +183,7 @@ def _forward(flat: torch.Tensor, weight: torch.Tensor, p: float, seed: torch.Ten
     def grid(meta: dict) -> tuple[int, int]:
         return triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(rank, block_n)
 
-    _forward_kernel[grid](flat, weight, out, seed, rows, rank, width, column_pairs(width), p, 1.0 / (1.0 - p),
-                          BLOCK_N=block_n)  # fmt: skip
+    _forward_kernel[grid](flat, weight, out, seed, rows, rank, width, p, 1.0 / (1.0 - p), BLOCK_N=block_n)
     return out
 
 
@@ -264,13 +214,13 @@ def _backward(
         partial = torch.empty(splits, rank, width, dtype=torch.float32, device=flat.device)
 
     def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(column_pairs(width), meta["BLOCK_K"]), splits
+        return triton.cdiv(width, meta["BLOCK_K"]), splits
 
     # A product not asked for gets a stand-in pointer that the kernel never reads or writes.
     gx_out, partial_out = gx if grad_input else flat, partial if grad_weight else grad
-    _backward_kernel[grid](grad, flat, weight, gx_out, partial_out, seed, rows, rank, width,
-                           column_pairs(width), p, 1.0 / (1.0 - p), rows_per_split, BLOCK_N=_block_n(rank),
-                           GRAD_INPUT=grad_input, GRAD_WEIGHT=grad_weight, ACCUMULATE=into is not None)
+    _backward_kernel[grid](grad, flat, weight, gx_out, partial_out, seed, rows, rank, width, p,
+                           1.0 / (1.0 - p), rows_per_split, BLOCK_N=_block_n(rank), GRAD_INPUT=grad_input,
+                           GRAD_WEIGHT=grad_weight, ACCUMULATE=into is not None)  # fmt: skip
     return gx, partial.sum(0).to(flat.dtype) if grad_weight else None
 
 
