@@ -157,6 +157,14 @@ def frozen_rows(frozen: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return frozen(x.reshape(-1, x.shape[-1]))
 
 
+def frozen_input_gradient(frozen: nn.Module, grad: torch.Tensor) -> torch.Tensor:
+    """grad [rows, out] @ W for a frozen nn.Linear or a training Fp8Linear: x's gradient through the layer of
+    `frozen_rows`, as a new contiguous [rows, in] tensor."""
+    if isinstance(frozen, Fp8Linear):
+        return frozen.input_gradient(grad)
+    return (grad @ frozen.weight).contiguous()
+
+
 def require_fp8(device: torch.device) -> None:
     """Raise unless `device` multiplies e4m3: a GPU of compute capability 8.9 or later (Ada, Hopper); the CPU
     computes the same products of the quantized operands in fp32 (tests and the demo)."""

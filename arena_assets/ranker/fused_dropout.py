@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from arena_assets.ranker.fp8 import Fp8Linear, frozen_rows
+from arena_assets.ranker.fp8 import Fp8Linear, frozen_input_gradient, frozen_rows
 from arena_assets.ranker.rebuilt_activations import Rebuild
 
 # The mask's counter, row * K + column, is a 32-bit integer.
@@ -298,15 +298,8 @@ class FrozenAndDropoutMatmul(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None, None]:
         frozen_grad = None
         if ctx.needs_input_grad[0]:
-            frozen_grad = _frozen_input_gradient(ctx.frozen, grad_result.reshape(-1, grad_result.shape[-1]))
+            frozen_grad = frozen_input_gradient(ctx.frozen, grad_result)
         return *_lora_a_backward(ctx, grad_hidden, into=frozen_grad), None, None, None, None
-
-
-def _frozen_input_gradient(frozen: torch.nn.Module, grad: torch.Tensor) -> torch.Tensor:
-    """grad @ W for a frozen layer's weight W, as a new contiguous [rows, in_features] tensor."""
-    if isinstance(frozen, Fp8Linear):
-        return frozen.input_gradient(grad)
-    return (grad @ frozen.weight).contiguous()
 
 
 def frozen_and_dropout_matmul(
