@@ -16,6 +16,7 @@ PLAIN = {
     "use_liger": "off",
     "recompute_lora_dropout": False,
     "lora_update_in_matmul": False,
+    "head_rows_only": False,
 }
 FAST = {"adapter_compute_dtype": True, "gradient_checkpointing": 0.0, "use_liger": "auto"}
 PACKED = {**FAST, "pack_sequences": True}
@@ -46,6 +47,10 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "train_2048_fast_torch_dropout": ("train", 2048, {**FAST, "fused_lora_dropout": False}),
     "train_2048_fast_no_dropout": ("train", 2048, {**FAST, "lora_dropout": 0.0}),  # what dropout costs
     "train_2048_fast_peft_update": ("train", 2048, {**FAST, "lora_update_in_matmul": False}),
+    # The last layer at every position (before ranker/head_rows.py): what computing only the read rows saves.
+    "train_2048_fast_all_rows": ("train", 2048, {**FAST, "head_rows_only": False}),
+    "train_2048_fast_fp8grad_graphs_all_rows": (
+        "train", 2048, {**FAST, **FP8_GRAD_TRAIN, "cuda_graphs": True, "head_rows_only": False}),
     # Four rows a pass: the per-kernel launch cost (the CPU's, large on a virtualised GPU machine) spread
     # over twice the tokens; part of the layers recomputed to stay under 70 GB.
     "train_2048_fast_4rows_quarter": ("train", 2048, {**FAST, "gradient_checkpointing": 0.25, **ROWS_4}),
@@ -130,7 +135,7 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
         "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "fused_lora_dropout": False}),
     "train_4096_fast_quarter_torch_dropout": (
         "train", 4096, {**FAST, "gradient_checkpointing": 0.25, "fused_lora_dropout": False}),
-    "score_2048_plain": ("score", 2048, {"use_liger": "off"}),
+    "score_2048_plain": ("score", 2048, {"use_liger": "off", "head_rows_only": False}),
     "score_2048_fast": ("score", 2048, {"use_liger": "auto"}),
     "score_2048_packed": ("score", 2048, {"use_liger": "auto", "pack_sequences": True}),
     # Passes 3 and 4 recorded with torch.profiler: time per pass by kind of work.
@@ -142,9 +147,13 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "score_2048_packed_fp8": ("score", 2048, FP8),
     "score_2048_packed_fp8_profiled": ("score", 2048, {**FP8, "profile_passes": 2}),
     "score_real_packed_fp8": ("score", "real", FP8),
-    "score_real_plain": ("score", "real", {"use_liger": "off"}),
+    "score_real_plain": ("score", "real", {"use_liger": "off", "head_rows_only": False}),
     "score_real_fast": ("score", "real", {"use_liger": "auto"}),
     "score_real_packed": ("score", "real", {"use_liger": "auto", "pack_sequences": True}),
+    "score_2048_packed_all_rows": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
+                                                   "head_rows_only": False}),
+    "score_real_packed_all_rows": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
+                                                     "head_rows_only": False}),
 }
 
 LOSS_RUNS = {

@@ -8,12 +8,14 @@ per row, so it runs the decoder alone and multiplies one hidden state per row by
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from arena_assets.ranker.collate import collate_rows, to_device
+from arena_assets.ranker.head_rows import watch_head_rows, watches_head_rows
 from arena_assets.ranker.packing import ATTENTION_NAME, PackedLayout, pack_rows, packed_groups
 
 # Attention implementations that run causally when they are given no mask.
@@ -24,6 +26,12 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real token per row of a [B, L] mask -> [B] long; left or right padding."""
     positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
     return (positions * attention_mask.bool()).amax(dim=-1)
+
+
+def _flat_positions(input_ids: torch.Tensor, last: torch.Tensor | int) -> torch.Tensor:
+    """Each row's read position `last` ([B], or one for all rows) in [B, L] inputs flattened to [B * L]."""
+    rows, length = input_ids.shape
+    return torch.arange(rows, device=input_ids.device) * length + last
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -73,11 +81,9 @@ def letter_logits(
                 f"{decoder.config._attn_implementation!r}: set pack_sequences in the config"
             )
         # A mask per layer kind, which the decoder passes on as it is: the layout, not a mask to build.
-        masks = {kind: layout for kind in set(decoder.config.layer_types)}
-        hidden = decoder(
-            input_ids=input_ids, attention_mask=masks, position_ids=layout.position_ids, use_cache=False
-        ).last_hidden_state  # [1, T, H]
-        last = hidden[0, layout.last_index.to(hidden.device)]  # [R, H]
+        masks: Any = {kind: layout for kind in set(decoder.config.layer_types)}
+        positions = layout.position_ids
+        read = layout.last_index.to(input_ids.device)  # [R] positions in the packed [1, T]
     elif attention_mask is None and decoder.config._attn_implementation in CAUSAL_WITHOUT_MASK:
         # Rows of one length: the attention kernels' own causal mode, with no mask to build or to check
         # for padding (a check that reads the GPU, and that a CUDA graph's capture forbids). A decoder with
@@ -85,22 +91,19 @@ def letter_logits(
         layer_types = getattr(decoder.config, "layer_types", None)
         masks = {kind: None for kind in set(layer_types)} if layer_types else None
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape)
-        hidden = decoder(
-            input_ids=input_ids, attention_mask=masks, position_ids=positions, use_cache=False
-        ).last_hidden_state  # [B, L, H]
-        last = hidden[:, -1]  # [B, H]
+        read = _flat_positions(input_ids, input_ids.shape[1] - 1)
     else:
         if attention_mask is None:  # an attention without a causal mode of its own needs the mask
             attention_mask = torch.ones_like(input_ids)
-        hidden = decoder(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        ).last_hidden_state  # [B, L, H]
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        # .to(): under a device map the last layer (and so `hidden`) may sit on another GPU than the inputs.
-        last = hidden[rows, last_token_index(attention_mask).to(hidden.device)]  # [B, H]
+        masks = attention_mask
+        positions = position_ids_from_mask(attention_mask)
+        read = _flat_positions(input_ids, last_token_index(attention_mask))
+    watched = {"head_rows": read} if watches_head_rows(decoder) else {}
+    hidden = decoder(
+        input_ids=input_ids, attention_mask=masks, position_ids=positions, use_cache=False, **watched
+    ).last_hidden_state  # [B, L, H]
+    # .to(): under a device map the last layer (and so `hidden`) may sit on another GPU than the inputs.
+    last = hidden.reshape(-1, hidden.shape[-1]).index_select(0, read.to(hidden.device))  # [rows, H]
     index = torch.as_tensor(letter_ids, device=lm_head.weight.device)
     # .to(): under a device map the head and the last layer may sit on different GPUs.
     weight = lm_head.weight.index_select(0, index).to(last.device)  # [2, H]
@@ -117,14 +120,24 @@ def letter_logits(
 class LetterHead(nn.Module):
     """Wraps a (peft) causal LM so that forward returns the two letter logits [B, 2].
 
-    DDP hooks run on a module's forward, so the letter head itself is the module accelerate wraps.
+    DDP hooks run on a module's forward, so the letter head itself is the module accelerate wraps. With
+    `head_rows_only` the last decoder layer computes only what the head reads (ranker/head_rows.py).
     """
 
-    def __init__(self, model: nn.Module, letter_ids: tuple[int, int]) -> None:
+    def __init__(
+        self, model: nn.Module, letter_ids: tuple[int, int], *, head_rows_only: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         # On the module's device once it is moved there, so no forward copies the ids to it.
         self.register_buffer("letter_index", torch.tensor(letter_ids), persistent=False)
+        if head_rows_only:
+            self.watch_head_rows()
+
+    def watch_head_rows(self) -> bool:
+        """The last layer computed at the read positions only; call again after replacing its modules
+        (fp8's quantization). Returns whether the layer takes it (head_rows.watch_head_rows)."""
+        return watch_head_rows(_causal_lm(self.model).get_decoder())
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | PackedLayout | None

@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from arena_assets.ranker.config import TrainConfig
+from arena_assets.ranker.head_rows import watches_head_rows
 from arena_assets.ranker.lora_dropout import DropoutLinear, recompute_lora_dropout
 from arena_assets.ranker.rebuilt_activations import rebuild_activations, rebuilds_activations
 
@@ -222,6 +223,7 @@ def fast_path_report(model: Any, config: Any, dtype: torch.dtype) -> str:
         f"LoRA dropout {dropout}, "
         f"LoRA update {'in the matmul' if update_in_matmul else 'added after it'}, "
         f"norm and SwiGLU outputs {'rebuilt in backward' if rebuilt else 'kept'}, "
+        f"last layer {'at the read rows only' if watches_head_rows(base.model) else 'at all positions'}, "
         f"compiled layers {'on' if getattr(layers[0], '_compiled_call_impl', None) else 'off'}, "
         f"CUDA graphs {'on for rows of one length' if config.cuda_graphs else 'off'}, "
         f"frozen matmuls {FROZEN_MATMULS[config.fp8_matmuls, config.fp8_forward]}"

@@ -77,7 +77,7 @@ def load_scoring_head(
             model = model.merge_and_unload()  # the adapter's update inside the weights that are quantized
         if quantize:
             quantize_linears(decoder_layers(model))
-    head = LetterHead(model, letter_token_ids(tokenizer)).eval()
+    head = LetterHead(model, letter_token_ids(tokenizer), head_rows_only=config.head_rows_only).eval()
     return head, tokenizer, model.get_input_embeddings().weight.device
 
 
@@ -227,11 +227,11 @@ def quantize_with_check(
     model's logits too far to trust its scores."""
     rows = frame.head(config.fp8_check_rows)
     if rows.empty:
-        quantize_linears(decoder_layers(head.model))
+        _quantize(head, config)
         return {}
     orders = encode_orders(template, rows, config)
     before, _, _ = _score_orders(head, orders, config, pad_token_id, device, None)
-    quantize_linears(decoder_layers(head.model))
+    _quantize(head, config)
     after, _, _ = _score_orders(head, orders, config, pad_token_id, device, None)
     check = {"check_rows": len(rows), **margin_agreement(np.concatenate(before), np.concatenate(after))}
     if check["same_winner"] < config.fp8_min_same_winner:
@@ -242,6 +242,13 @@ def quantize_with_check(
             "this model without fp8_matmuls"
         )
     return check
+
+
+def _quantize(head: LetterHead, config: ScoreConfig) -> None:
+    """The head's linear layers in fp8, the last layer's read rows watched on the new ones."""
+    quantize_linears(decoder_layers(head.model))
+    if config.head_rows_only:
+        head.watch_head_rows()
 
 
 def _score_orders(

@@ -141,7 +141,7 @@ def setup(config: TrainConfig, accelerator: Accelerator, reporter: Reporter) -> 
         require_fp8(accelerator.device)  # before the model loads
     check_fp8 = config.fp8_matmuls and config.fp8_check_passes > 0
     model, dtype = build_model(config, accelerator.device, finish=not check_fp8)  # else the check finishes it
-    head = LetterHead(model, template.letter_ids)
+    head = LetterHead(model, template.letter_ids, head_rows_only=config.head_rows_only)
     if config.fsdp and accelerator.num_processes > 1:
         head = shard_letter_head(head)
     else:

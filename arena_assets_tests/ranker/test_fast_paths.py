@@ -131,7 +131,7 @@ def _move_lora_b(model: torch.nn.Module) -> None:
 
 
 def _loss_and_grads(
-    config: TrainConfig, batch: dict[str, torch.Tensor]
+    config: TrainConfig, batch: dict[str, torch.Tensor], *, head_rows_only: bool = False
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[int]]:
     """One training forward/backward as the trainer runs it; also how often each layer's attention ran."""
     set_seed(0)
@@ -143,7 +143,8 @@ def _loss_and_grads(
     calls = [0] * len(layers)
     for index, layer in enumerate(layers):
         layer.self_attn.register_forward_hook(lambda *_, i=index: calls.__setitem__(i, calls[i] + 1))
-    head = LetterHead(model, letter_token_ids(AutoTokenizer.from_pretrained(config.backbone))).train()
+    letters = letter_token_ids(AutoTokenizer.from_pretrained(config.backbone))
+    head = LetterHead(model, letters, head_rows_only=head_rows_only).train()
     torch.manual_seed(1)  # the same dropout masks in every configuration
     loss = hard_label_loss(head(batch["input_ids"], batch["attention_mask"]), batch["labels"])
     loss.backward()
