@@ -247,6 +247,9 @@ class PredictConfig:
     device_map: Literal["single", "auto"] = "single"  # auto: split a model too large for one GPU across all
     token_budget: int = 16384  # padded tokens per batch
     max_batch_rows: int = 64
+    # The last decoder layer's queries, output projection and MLP at each row's last token only, the one the
+    # letter head reads (ranker/head_rows.py): the same logits up to summation order, 2% fewer matmuls.
+    head_rows_only: bool = True
     tta_share: float = 1.0  # share of rows, least certain first, that are also scored swapped (0: none)
     tta_seconds: float = 0.0  # time budget for the swapped pass (0: none)
 

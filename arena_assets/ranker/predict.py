@@ -75,7 +75,11 @@ class Predictor:
         # Inputs go where the embeddings are: the first GPU of a device map.
         device = model.get_input_embeddings().weight.device
         return cls(
-            LetterHead(model, template.letter_ids).eval(), template, tokenizer.pad_token_id, device, config
+            LetterHead(model, template.letter_ids, head_rows_only=config.head_rows_only).eval(),
+            template,
+            tokenizer.pad_token_id,
+            device,
+            config,
         )
 
     def logits(self, rows: pd.DataFrame, *, swapped: bool) -> np.ndarray:

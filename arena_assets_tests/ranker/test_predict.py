@@ -110,6 +110,16 @@ def _final_model(demo_run: DemoRun) -> Path:
     return layout.model_dir(demo_run.settings, "final_model")
 
 
+@pytest.mark.slow
+def test_the_last_layer_at_the_read_rows_gives_the_same_logits(demo_run: DemoRun) -> None:
+    rows = pd.read_parquet(layout.rows_path(demo_run.settings, "wsdm_test")).head(16)
+    logits = {}
+    for only in (False, True):
+        config = PredictConfig(model=str(_final_model(demo_run)), precision="fp32", head_rows_only=only)
+        logits[only] = Predictor.load(config).logits(rows, swapped=False)
+    np.testing.assert_allclose(logits[True], logits[False], rtol=0, atol=1e-5)
+
+
 # `arena predict` runs in this process (cli.main is the console script's entry point): a child would spend
 # most of its seconds importing torch. The bundle test below runs the `arena` script itself.
 @pytest.mark.slow
