@@ -21,29 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from attention_bench import timed
 from torch.nn.attention.varlen import varlen_attn
 
 HEADS, KV_HEADS, HEAD_DIM = 40, 8, 128
 SCALE = HEAD_DIM**-0.5
-
-
-def timed(fn: Callable[[], None], repeats: int = 20) -> float:
-    """Median milliseconds of fn() on the GPU."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
 
 
 def layout(pairs: list[tuple[int, int, int]]) -> dict:
