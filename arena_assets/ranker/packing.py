@@ -19,6 +19,7 @@ import dataclasses
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,11 +28,14 @@ from torch.nn.attention.bias import causal_lower_right
 
 from arena_assets.ranker.collate import to_device
 
-# The attention implementation a model loads with for packed rows (`attention_implementation` registers it).
+# The attention implementations a model loads with for packed rows (`attention_implementation` registers
+# them): the varlen flash kernel on the packed sequence, or SDPA on its rows gathered whole.
 ATTENTION_NAME = "arena_packed"
+ROWS_ATTENTION_NAME = "arena_packed_rows"
+PACKED_ATTENTIONS = (ATTENTION_NAME, ROWS_ATTENTION_NAME)
 
 
-def attention_implementation() -> str:
+def attention_implementation(kernel: Literal["varlen", "rows"] = "varlen") -> str:
     """The name to load a model with for packed rows, registered with transformers (again is harmless).
 
     Padded batches build the mask SDPA takes; packed ones pass their layout in place of a mask.
@@ -39,9 +43,10 @@ def attention_implementation() -> str:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    AttentionInterface.register(ATTENTION_NAME, packed_attention)
-    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
-    return ATTENTION_NAME
+    for name, function in ((ATTENTION_NAME, packed_attention), (ROWS_ATTENTION_NAME, packed_row_attention)):
+        AttentionInterface.register(name, function)
+        AttentionMaskInterface.register(name, sdpa_mask)
+    return ROWS_ATTENTION_NAME if kernel == "rows" else ATTENTION_NAME
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,11 @@ class PackedLayout:
     max_q: int
     max_k: int
     shared_tokens: int  # row tokens not recomputed (prefixes computed once for two rows)
+    # The attention sequences as whole rows of max_k positions (`packed_row_attention`): the packed
+    # position of each row position, a short row's end padded with its last; and each packed position's
+    # place in those [S, max_k] rows (a shared prefix's place in the first row of its pair).
+    row_index: torch.Tensor  # [S * max_k] long
+    row_output_index: torch.Tensor  # [T] long
 
     def to(self, device: torch.device | str) -> PackedLayout:
         """The layout with its tensors on `device`."""
@@ -122,6 +132,9 @@ def pack_rows(rows: Sequence[Sequence[int]], *, share_pair_prefix: bool) -> tupl
         query_lengths.append(len(suffix))
         key_lengths.append(len(second))
         last.append(begin + len(suffix) - 1)
+    longest = max(key_lengths)
+    row_index = [np.pad(k, (0, longest - len(k)), mode="edge") for k in keys]
+    row_output_index = [s * longest + p for s, p in enumerate(positions)]
     layout = PackedLayout(
         position_ids=torch.from_numpy(np.concatenate(positions)).long().unsqueeze(0),
         last_index=torch.tensor(last, dtype=torch.long),
@@ -129,8 +142,10 @@ def pack_rows(rows: Sequence[Sequence[int]], *, share_pair_prefix: bool) -> tupl
         cu_seq_k=torch.tensor(np.concatenate([[0], np.cumsum(key_lengths)]), dtype=torch.int32),
         kv_index=torch.from_numpy(np.concatenate(keys)).long(),
         max_q=max(query_lengths),
-        max_k=max(key_lengths),
+        max_k=longest,
         shared_tokens=shared,
+        row_index=torch.from_numpy(np.concatenate(row_index)).long(),
+        row_output_index=torch.from_numpy(np.concatenate(row_output_index)).long(),
     )
     return tokens, layout
 
@@ -164,19 +179,11 @@ def packed_attention(
     scaling: float | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' attention interface: [1, H, T, D] inputs -> [1, T, H, D] for a PackedLayout mask,
-    SDPA for anything else."""
+    """transformers' attention interface: [1, H, T, D] inputs -> [1, T, H, D] for a PackedLayout mask (the
+    varlen flash kernel on a GPU, per-sequence SDPA elsewhere), SDPA for anything else."""
     if not isinstance(attention_mask, PackedLayout):
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )
-    if dropout:
-        raise ValueError("packed attention has no attention dropout; set the model's attention_dropout to 0")
-    if kwargs.get("sliding_window"):
-        raise ValueError("packed attention has no sliding window; this model's config enables one")
-    layout = attention_mask
+        return _padded_attention(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    layout = _checked_layout(attention_mask, dropout, kwargs)
     q = query[0].transpose(0, 1)  # [T, Hq, D]
     k = key[0].transpose(0, 1).index_select(0, layout.kv_index)  # [Tk, Hkv, D]
     v = value[0].transpose(0, 1).index_select(0, layout.kv_index)
@@ -185,6 +192,54 @@ def packed_attention(
     else:
         out = _per_sequence_attention(q, k, v, layout, scaling)
     return out.unsqueeze(0), None
+
+
+def packed_row_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | PackedLayout | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """`packed_attention` with each attention sequence gathered into a whole row of one [S, max_k] batch,
+    attended by SDPA in its causal mode (cuDNN's or the flash kernel on a GPU), and scattered back.
+
+    A row needs no mask: it is causal from its start, and the padding at its end is read only by the
+    padding's own queries, whose outputs are dropped. The linear layers still see the packed positions;
+    only attention pays for the padding and for a swap's prefix queries, computed again."""
+    if not isinstance(attention_mask, PackedLayout):
+        return _padded_attention(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    layout = _checked_layout(attention_mask, dropout, kwargs)
+    rows, length = len(layout.cu_seq_q) - 1, layout.max_k
+
+    def gathered(states: torch.Tensor) -> torch.Tensor:  # [1, H, T, D] -> [S, H, max_k, D]
+        by_position = states[0].transpose(0, 1).index_select(0, layout.row_index)  # [S * max_k, H, D]
+        return by_position.view(rows, length, *by_position.shape[1:]).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(
+        gathered(query), gathered(key), gathered(value), is_causal=True, scale=scaling, enable_gqa=True
+    )  # [S, Hq, max_k, D]
+    out = out.transpose(1, 2).reshape(rows * length, out.shape[1], out.shape[3])
+    return out.index_select(0, layout.row_output_index).unsqueeze(0), None
+
+
+def _padded_attention(module, query, key, value, attention_mask, dropout, scaling, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+    )
+
+
+def _checked_layout(layout: PackedLayout, dropout: float, kwargs: dict) -> PackedLayout:
+    if dropout:
+        raise ValueError("packed attention has no attention dropout; set the model's attention_dropout to 0")
+    if kwargs.get("sliding_window"):
+        raise ValueError("packed attention has no sliding window; this model's config enables one")
+    return layout
 
 
 def _varlen_attention(
