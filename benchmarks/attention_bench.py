@@ -7,7 +7,8 @@ padded SDPA where the rows have one length.
 Shapes (swap pairs of a prefix and two continuations, packed with the prefix shared): `pair_2048` and
 `pair_4096` (one pair, a training pass of equal-length rows), `score_2048` (four 2048-token pairs, a scoring
 pass), `score_real` (WSDM-like pairs up to 16,384 row tokens, in random order, as a pass would hold them
-unsorted) and `train_real` (half of them). Variants: `varlen` (ranker/packing.py's `packed_attention`: the
+unsorted), `train_real` (half of them) and `score_real_sorted` (neighbours in length, as the scorer groups
+them). Variants: `varlen` (ranker/packing.py's `packed_attention`: the
 varlen flash kernel on keys gathered per sequence), `rows` (`packed_row_attention`: each sequence gathered
 into a whole row of one padded batch for SDPA's causal kernel) and, for equal-length pairs, `sdpa` (the
 padded pair as the unpacked path runs it). Milliseconds are medians of 20; `rows` is checked against
@@ -58,9 +59,23 @@ def wsdm_like_pairs(row_tokens: int) -> list[tuple[int, int, int]]:
     return pairs
 
 
+def sorted_window(row_tokens: int) -> list[tuple[int, int, int]]:
+    """A pass of WSDM-like pairs as the scorer groups them: from many pairs sorted by length, a window of
+    neighbours up to `row_tokens` row tokens, taken from the middle of the distribution."""
+    pool = sorted(wsdm_like_pairs(64 * row_tokens), key=lambda pair: sum(pair) + pair[0])
+    window, tokens = [], 0
+    for pair in pool[len(pool) // 2 :]:
+        if tokens + 2 * (pair[0] + pair[1]) > row_tokens:
+            break
+        window.append(pair)
+        tokens += 2 * (pair[0] + pair[1])
+    return window
+
+
 def shapes() -> dict[str, list[tuple[int, int, int]]]:
     real = wsdm_like_pairs(16384)
     return {
+        "score_real_sorted": sorted_window(16384),
         "pair_2048": [(480, 2048 - 480, 2048 - 480)],
         "pair_4096": [(960, 4096 - 960, 4096 - 960)],
         "score_2048": [(480, 2048 - 480, 2048 - 480)] * 4,
@@ -69,12 +84,19 @@ def shapes() -> dict[str, list[tuple[int, int, int]]]:
     }
 
 
-def measure(pairs: list[tuple[int, int, int]]) -> dict:
+def pair_rows(pairs: list[tuple[int, int, int]]) -> tuple[list[list[int]], bool]:
+    """Token rows of swap pairs (pack_rows' arguments): distinct tokens per pair, so only a pair's own
+    prefix is shared."""
     rows = []
     for n, (prefix, first, second) in enumerate(pairs):
-        base = 10_000 * n  # distinct tokens per pair, so only a pair's own prefix is shared
+        base = 10_000 * n
         rows.append([base + t for t in range(prefix + first)])
         rows.append([base + t for t in range(prefix)] + [base + 5_000 + t for t in range(second)])
+    return rows, True
+
+
+def measure(pairs: list[tuple[int, int, int]]) -> dict:
+    rows, _ = pair_rows(pairs)
     tokens, layout = pack_rows(rows, share_pair_prefix=True)
     layout = layout.to("cuda")
     total = len(tokens)
@@ -126,13 +148,51 @@ def measure(pairs: list[tuple[int, int, int]]) -> dict:
     return result
 
 
+def profile(pairs: list[tuple[int, int, int]], out: Path | None) -> None:
+    """Each packed kernel's forward, then forward + backward, under torch.profiler: the GPU kernels' times."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    tokens, layout = pack_rows(*pair_rows(pairs))
+    layout = layout.to("cuda")
+    leaf = lambda heads: torch.randn(1, heads, len(tokens), HEAD_DIM, device="cuda",  # noqa: E731
+                                     dtype=torch.bfloat16, requires_grad=True)  # fmt: skip
+    q, k, v = leaf(HEADS), leaf(KV_HEADS), leaf(KV_HEADS)
+    for kernel in (packed_attention, packed_row_attention):
+        for backward in (False, True):
+
+            def run(kernel=kernel, backward=backward) -> None:
+                with torch.set_grad_enabled(backward):
+                    out = kernel(torch.nn.Module(), q, k, v, layout, scaling=SCALE)[0]
+                    if backward:
+                        out.sum().backward()
+
+            run(), run()  # warm up
+            torch.cuda.synchronize()
+            with profiler(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    run()
+                torch.cuda.synchronize()
+            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
+            title = f"{kernel.__name__}, {'forward + backward' if backward else 'forward'}, 5 calls"
+            print(f"== {title}\n{table}", flush=True)
+            if out is not None:
+                with out.open("a") as file:
+                    file.write(f"== {title}\n{table}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--shapes", default=",".join(shapes()))
+    parser.add_argument("--profile", help="a shape whose kernels to profile instead of timing the shapes")
+    parser.add_argument("--profile-out", type=Path, help="where to append the profile tables")
     args = parser.parse_args()
+    if args.profile:
+        profile(shapes()[args.profile], args.profile_out)
+        return
     results: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
                      "cudnn": torch.backends.cudnn.version()}  # fmt: skip
     every = shapes()
