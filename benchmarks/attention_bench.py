@@ -84,19 +84,18 @@ def shapes() -> dict[str, list[tuple[int, int, int]]]:
     }
 
 
-def pair_rows(pairs: list[tuple[int, int, int]]) -> tuple[list[list[int]], bool]:
-    """Token rows of swap pairs (pack_rows' arguments): distinct tokens per pair, so only a pair's own
-    prefix is shared."""
+def pair_rows(pairs: list[tuple[int, int, int]]) -> list[list[int]]:
+    """Token rows of swap pairs: distinct tokens per pair, so only a pair's own prefix is shared."""
     rows = []
     for n, (prefix, first, second) in enumerate(pairs):
         base = 10_000 * n
         rows.append([base + t for t in range(prefix + first)])
         rows.append([base + t for t in range(prefix)] + [base + 5_000 + t for t in range(second)])
-    return rows, True
+    return rows
 
 
 def measure(pairs: list[tuple[int, int, int]]) -> dict:
-    rows, _ = pair_rows(pairs)
+    rows = pair_rows(pairs)
     tokens, layout = pack_rows(rows, share_pair_prefix=True)
     layout = layout.to("cuda")
     total = len(tokens)
@@ -153,7 +152,7 @@ def profile(pairs: list[tuple[int, int, int]], out: Path | None) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiler
 
-    tokens, layout = pack_rows(*pair_rows(pairs))
+    tokens, layout = pack_rows(pair_rows(pairs), share_pair_prefix=True)
     layout = layout.to("cuda")
     leaf = lambda heads: torch.randn(1, heads, len(tokens), HEAD_DIM, device="cuda",  # noqa: E731
                                      dtype=torch.bfloat16, requires_grad=True)  # fmt: skip
