@@ -67,10 +67,15 @@ class PackedLayout:
     max_k: int
     shared_tokens: int  # row tokens not recomputed (prefixes computed once for two rows)
     # The attention sequences as whole rows of max_k positions (`packed_row_attention`): the packed
-    # position of each row position, a short row's end padded with its last; and each packed position's
-    # place in those [S, max_k] rows (a shared prefix's place in the first row of its pair).
+    # position of each row position, a short row's end padded with its last; each packed position's place
+    # in those [S, max_k] rows (a shared prefix's place in the first row of its pair), and the inverse:
+    # each row position's packed position, or T where the row holds a copy (a swap's prefix) or padding.
     row_index: torch.Tensor  # [S * max_k] long
     row_output_index: torch.Tensor  # [T] long
+    row_source_index: torch.Tensor  # [S * max_k] long
+    # The copies: a swap's prefix positions in the rows, and the packed positions they copy.
+    copy_row_index: torch.Tensor  # [shared_tokens] long
+    copy_packed_index: torch.Tensor  # [shared_tokens] long
 
     def to(self, device: torch.device | str) -> PackedLayout:
         """The layout with its tensors on `device`."""
@@ -133,8 +138,12 @@ def pack_rows(rows: Sequence[Sequence[int]], *, share_pair_prefix: bool) -> tupl
         key_lengths.append(len(second))
         last.append(begin + len(suffix) - 1)
     longest = max(key_lengths)
-    row_index = [np.pad(k, (0, longest - len(k)), mode="edge") for k in keys]
-    row_output_index = [s * longest + p for s, p in enumerate(positions)]
+    row_index = np.concatenate([np.pad(k, (0, longest - len(k)), mode="edge") for k in keys])
+    row_output_index = np.concatenate([s * longest + p for s, p in enumerate(positions)])
+    row_source_index = np.full(len(row_index), len(tokens))
+    row_source_index[row_output_index] = np.arange(len(tokens))
+    copies = [(s * longest + np.arange(p[0]), k[: p[0]])  # a swap's positions start after its prefix
+              for s, (p, k) in enumerate(zip(positions, keys, strict=True))]  # fmt: skip
     layout = PackedLayout(
         position_ids=torch.from_numpy(np.concatenate(positions)).long().unsqueeze(0),
         last_index=torch.tensor(last, dtype=torch.long),
@@ -144,8 +153,11 @@ def pack_rows(rows: Sequence[Sequence[int]], *, share_pair_prefix: bool) -> tupl
         max_q=max(query_lengths),
         max_k=longest,
         shared_tokens=shared,
-        row_index=torch.from_numpy(np.concatenate(row_index)).long(),
-        row_output_index=torch.from_numpy(np.concatenate(row_output_index)).long(),
+        row_index=torch.from_numpy(row_index).long(),
+        row_output_index=torch.from_numpy(row_output_index).long(),
+        row_source_index=torch.from_numpy(row_source_index).long(),
+        copy_row_index=torch.from_numpy(np.concatenate([rows for rows, _ in copies])).long(),
+        copy_packed_index=torch.from_numpy(np.concatenate([packed for _, packed in copies])).long(),
     )
     return tokens, layout
 
@@ -215,15 +227,57 @@ def packed_row_attention(
     layout = _checked_layout(attention_mask, dropout, kwargs)
     rows, length = len(layout.cu_seq_q) - 1, layout.max_k
 
-    def gathered(states: torch.Tensor) -> torch.Tensor:  # [1, H, T, D] -> [S, H, max_k, D]
-        by_position = states[0].transpose(0, 1).index_select(0, layout.row_index)  # [S * max_k, H, D]
+    def gathered(states: torch.Tensor, read_twice: bool) -> torch.Tensor:  # [1, H, T, D] -> [S, H, max_k, D]
+        by_position = _GatherRows.apply(states[0].transpose(0, 1), layout, read_twice)  # [S * max_k, H, D]
         return by_position.view(rows, length, *by_position.shape[1:]).transpose(1, 2)
 
-    out = F.scaled_dot_product_attention(
-        gathered(query), gathered(key), gathered(value), is_causal=True, scale=scaling, enable_gqa=True
-    )  # [S, Hq, max_k, D]
+    # A swap's prefix queries are computed again and dropped; its prefix keys and values are read twice.
+    q, k, v = gathered(query, False), gathered(key, True), gathered(value, True)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
     out = out.transpose(1, 2).reshape(rows * length, out.shape[1], out.shape[3])
-    return out.index_select(0, layout.row_output_index).unsqueeze(0), None
+    return _ScatterRows.apply(out, layout).unsqueeze(0), None
+
+
+def _take(states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """states[index] for [N, H, D] states, by the gather for their memory: whole positions, or each head's
+    (a transposed [H, N, D] tensor, as rotary embeddings leave queries); the strided gather is 4x slower."""
+    if not states.is_contiguous() and states.transpose(0, 1).is_contiguous():
+        return states.transpose(0, 1).index_select(1, index).transpose(0, 1)
+    return states.index_select(0, index)
+
+
+class _GatherRows(torch.autograd.Function):
+    """[T, H, D] by packed position -> [S * max_k, H, D] by row position. Backward gathers each packed
+    position's gradient from its place in the rows and, `read_twice`, adds a swap prefix's copy: gathers
+    instead of index_select's atomic adds, which took 1.5 ms a layer at a pass of WSDM-like rows."""
+
+    @staticmethod
+    def forward(ctx, states: torch.Tensor, layout: PackedLayout, read_twice: bool) -> torch.Tensor:
+        ctx.layout, ctx.read_twice = layout, read_twice
+        return _take(states, layout.row_index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        layout = ctx.layout
+        packed = _take(grad, layout.row_output_index)
+        if ctx.read_twice and len(layout.copy_row_index):
+            packed.index_add_(0, layout.copy_packed_index, _take(grad, layout.copy_row_index))
+        return packed, None, None
+
+
+class _ScatterRows(torch.autograd.Function):
+    """[S * max_k, H, D] by row position -> [T, H, D] by packed position; backward puts zeros where the rows
+    hold copies or padding, by one gather."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
+        ctx.layout = layout
+        return _take(rows, layout.row_output_index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        with_zero = torch.cat([grad, grad.new_zeros(1, *grad.shape[1:])])
+        return with_zero.index_select(0, ctx.layout.row_source_index), None
 
 
 def _padded_attention(module, query, key, value, attention_mask, dropout, scaling, **kwargs):

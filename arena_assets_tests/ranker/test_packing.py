@@ -56,6 +56,8 @@ def test_pack_rows_layout_by_hand() -> None:
     # Whole rows of max_k positions, the first padded with its last; each packed position's place in them.
     assert layout.row_index.tolist() == [0, 1, 2, 2, 0, 1, 3, 4]
     assert layout.row_output_index.tolist() == [0, 1, 2, 6, 7]
+    assert layout.row_source_index.tolist() == [0, 1, 2, 5, 5, 5, 3, 4]  # 5: a copy or padding
+    assert layout.copy_row_index.tolist() == [4, 5] and layout.copy_packed_index.tolist() == [0, 1]
     tokens, layout = pack_rows([[5, 6, 7], [5, 6, 8, 9]], share_pair_prefix=False)
     assert tokens == [5, 6, 7, 5, 6, 8, 9] and layout.shared_tokens == 0
     assert layout.position_ids.tolist() == [[0, 1, 2, 0, 1, 2, 3]]
