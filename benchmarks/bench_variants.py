@@ -158,6 +158,10 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "score_2048_packed_rows": ("score", 2048, {"use_liger": "auto", "pack_sequences": True, **ROWS}),
     "score_real_packed_rows": ("score", "real", {"use_liger": "auto", "pack_sequences": True, **ROWS}),
     "score_real_packed_fp8_rows": ("score", "real", {**FP8, **ROWS}),
+    "score_real_packed_rows_profiled": (
+        "score", "real", {"use_liger": "auto", "pack_sequences": True, **ROWS, "profile_passes": 2}),
+    "train_real_recipe_packed_rows_profiled": (
+        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, **ROWS, "profile_steps": 2}),
     "score_2048_packed_all_rows": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
                                                    "head_rows_only": False}),
     "score_real_packed_all_rows": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
