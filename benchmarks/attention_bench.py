@@ -1,34 +1,27 @@
 """Time one attention layer of the Qwen2.5-14B shape (40 query heads, 8 key/value heads, head dim 128),
-forward and forward + backward, on packed rows: the two packed kernels against each other, and against
-padded SDPA where the rows have one length.
+forward and backward, for a swap pair of two rows: padded SDPA against the packed path's kernels.
 
-    PYTHONPATH=. python benchmarks/attention_bench.py [--out OUT.json] [--shapes pair_2048,score_real]
+    PYTHONPATH=. python benchmarks/attention_bench.py [--lengths 2048,4096] [--prefix 0.23]
 
-Shapes (swap pairs of a prefix and two continuations, packed with the prefix shared): `pair_2048` and
-`pair_4096` (one pair, a training pass of equal-length rows), `score_2048` (four 2048-token pairs, a scoring
-pass), `score_real` (WSDM-like pairs up to 16,384 row tokens, in random order, as a pass would hold them
-unsorted), `train_real` (half of them) and `score_real_sorted` (neighbours in length, as the scorer groups
-them). Variants: `varlen` (ranker/packing.py's `packed_attention`: the
-varlen flash kernel on keys gathered per sequence), `rows` (`packed_row_attention`: each sequence gathered
-into a whole row of one padded batch for SDPA's causal kernel) and, for equal-length pairs, `sdpa` (the
-padded pair as the unpacked path runs it). Milliseconds are medians of 20; `rows` is checked against
-`varlen` (output and gradients) on each shape.
+Variants: `sdpa` (the two rows as a [2, L] batch, causal, grouped-query heads; what the padded path runs on
+equal-length rows), `packed` (ranker/packing.py's `packed_attention` on the pair packed with its shared
+prefix), and the packed path's parts: `varlen_repeat` (the varlen kernel on key heads spread to 40),
+`varlen_gqa` (the kernel given the 8 key heads, where the release takes them) and `gather` (the key gather
+alone). Prints milliseconds per forward + backward, median of 20, and the TFLOP/s of the two rows' causal
+attention as computed unpacked.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from arena_assets.ranker.packing import pack_rows, packed_attention, packed_row_attention
+from arena_assets.ranker.packing import pack_rows, packed_attention
 
 HEADS, KV_HEADS, HEAD_DIM = 40, 8, 128
-SCALE = HEAD_DIM**-0.5
 
 
 def timed(fn, repeats: int = 20) -> float:
@@ -46,163 +39,73 @@ def timed(fn, repeats: int = 20) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def wsdm_like_pairs(row_tokens: int) -> list[tuple[int, int, int]]:
-    """Swap pairs of WSDM-like lengths (a 40-300 token prefix, two responses of about 450 tokens)."""
-    generator = torch.Generator().manual_seed(1)
-    pairs, tokens = [], 0
-    while tokens < row_tokens:
-        prefix = int(torch.randint(40, 300, (1,), generator=generator))
-        responses = sum(int(math.exp(6.1 + 0.6 * torch.randn(1, generator=generator).item())) for _ in "ab")
-        rest = min(responses + 30, 4096 - prefix)
-        pairs.append((prefix, rest, rest))
-        tokens += 2 * (prefix + rest)
-    return pairs
-
-
-def sorted_window(row_tokens: int) -> list[tuple[int, int, int]]:
-    """A pass of WSDM-like pairs as the scorer groups them: from many pairs sorted by length, a window of
-    neighbours up to `row_tokens` row tokens, taken from the middle of the distribution."""
-    pool = sorted(wsdm_like_pairs(64 * row_tokens), key=lambda pair: sum(pair) + pair[0])
-    window, tokens = [], 0
-    for pair in pool[len(pool) // 2 :]:
-        if tokens + 2 * (pair[0] + pair[1]) > row_tokens:
-            break
-        window.append(pair)
-        tokens += 2 * (pair[0] + pair[1])
-    return window
-
-
-def shapes() -> dict[str, list[tuple[int, int, int]]]:
-    real = wsdm_like_pairs(16384)
-    return {
-        "score_real_sorted": sorted_window(16384),
-        "pair_2048": [(480, 2048 - 480, 2048 - 480)],
-        "pair_4096": [(960, 4096 - 960, 4096 - 960)],
-        "score_2048": [(480, 2048 - 480, 2048 - 480)] * 4,
-        "score_real": real,
-        "train_real": real[: max(1, len(real) // 2)],
-    }
-
-
-def pair_rows(pairs: list[tuple[int, int, int]]) -> list[list[int]]:
-    """Token rows of swap pairs: distinct tokens per pair, so only a pair's own prefix is shared."""
-    rows = []
-    for n, (prefix, first, second) in enumerate(pairs):
-        base = 10_000 * n
-        rows.append([base + t for t in range(prefix + first)])
-        rows.append([base + t for t in range(prefix)] + [base + 5_000 + t for t in range(second)])
-    return rows
-
-
-def measure(pairs: list[tuple[int, int, int]]) -> dict:
-    rows = pair_rows(pairs)
-    tokens, layout = pack_rows(rows, share_pair_prefix=True)
+def variants(length: int, prefix_share: float) -> dict[str, float]:
+    prefix = int(prefix_share * length)
+    row = list(range(length))
+    swap = row[:prefix] + [t + length for t in row[prefix:]]
+    tokens, layout = pack_rows([row, swap], share_pair_prefix=True)
     layout = layout.to("cuda")
     total = len(tokens)
 
-    def leaf(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    def tensors(shape_q, shape_kv):
+        q = torch.randn(*shape_q, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        k, v = (torch.randn(*shape_kv, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in "kv")
+        return q, k, v
 
-    q = leaf(1, HEADS, total, HEAD_DIM)
-    k, v = leaf(1, KV_HEADS, total, HEAD_DIM), leaf(1, KV_HEADS, total, HEAD_DIM)
-    kernels = {"varlen": packed_attention, "rows": packed_row_attention}
-    result: dict = {"pairs": len(pairs), "packed_tokens": total, "row_tokens": sum(map(len, rows)),
-                    "padded_row_positions": (len(layout.cu_seq_q) - 1) * layout.max_k}  # fmt: skip
+    q2, k2, v2 = tensors((2, HEADS, length, HEAD_DIM), (2, KV_HEADS, length, HEAD_DIM))
+    qp, kp, vp = tensors((1, HEADS, total, HEAD_DIM), (1, KV_HEADS, total, HEAD_DIM))
+    scale = HEAD_DIM**-0.5
 
-    reference, _ = packed_attention(torch.nn.Module(), q, k, v, layout, scaling=SCALE)
-    grad = torch.randn_like(reference)
-    expected = torch.autograd.grad(reference, (q, k, v), grad)
-    out, _ = packed_row_attention(torch.nn.Module(), q, k, v, layout, scaling=SCALE)
-    result["rows_forward_max_diff"] = (out.float() - reference.float()).abs().max().item()
-    got = torch.autograd.grad(out, (q, k, v), grad)
-    for name, a, b in zip(("dq", "dk", "dv"), got, expected, strict=True):
-        result[f"rows_{name}_relative_error"] = ((a.float() - b.float()).norm() / b.float().norm()).item()
+    def sdpa():
+        out = F.scaled_dot_product_attention(q2, k2, v2, is_causal=True, scale=scale, enable_gqa=True)
+        out.sum().backward()
 
-    for name, kernel in kernels.items():
+    def packed():
+        out, _ = packed_attention(torch.nn.Module(), qp, kp, vp, layout, scaling=scale)
+        out.sum().backward()
 
-        def forward(kernel=kernel):
-            with torch.no_grad():
-                kernel(torch.nn.Module(), q, k, v, layout, scaling=SCALE)
+    from torch.nn.attention.varlen import varlen_attn
 
-        def forward_backward(kernel=kernel):
-            kernel(torch.nn.Module(), q, k, v, layout, scaling=SCALE)[0].backward(grad)
+    qv = qp[0].transpose(0, 1).detach().contiguous().requires_grad_()
+    kv_rows = [t[0].transpose(0, 1).index_select(0, layout.kv_index).detach() for t in (kp, vp)]
+    k_rep, v_rep = (t.repeat_interleave(HEADS // KV_HEADS, dim=1).requires_grad_() for t in kv_rows)
+    k_gqa, v_gqa = (t.clone().requires_grad_() for t in kv_rows)
 
-        result[f"ms_forward_{name}"] = timed(forward)
-        result[f"ms_forward_backward_{name}"] = timed(forward_backward)
-    if len({len(row) for row in rows}) == 1:  # equal lengths: the padded pair, as the unpacked path runs it
-        length = len(rows[0])
-        q2 = leaf(len(rows), HEADS, length, HEAD_DIM)
-        k2, v2 = leaf(len(rows), KV_HEADS, length, HEAD_DIM), leaf(len(rows), KV_HEADS, length, HEAD_DIM)
-
-        def sdpa():
-            with torch.no_grad():
-                F.scaled_dot_product_attention(q2, k2, v2, is_causal=True, scale=SCALE, enable_gqa=True)
-
-        def sdpa_backward():
-            out = F.scaled_dot_product_attention(q2, k2, v2, is_causal=True, scale=SCALE, enable_gqa=True)
+    def varlen(k, v):
+        def run():
+            out = varlen_attn(qv, k, v, layout.cu_seq_q, layout.cu_seq_k, layout.max_q, layout.max_k,
+                              scale=scale, window_size=(-1, 0))  # fmt: skip
             out.sum().backward()
 
-        result["ms_forward_sdpa"] = timed(sdpa)
-        result["ms_forward_backward_sdpa"] = timed(sdpa_backward)
-    return result
+        return run
 
+    def gather():
+        k = kp[0].transpose(0, 1).index_select(0, layout.kv_index)
+        k.float().sum().backward()
 
-def profile(pairs: list[tuple[int, int, int]], out: Path | None) -> None:
-    """Each packed kernel's forward, then forward + backward, under torch.profiler: the GPU kernels' times."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as profiler
-
-    tokens, layout = pack_rows(pair_rows(pairs), share_pair_prefix=True)
-    layout = layout.to("cuda")
-    leaf = lambda heads: torch.randn(1, heads, len(tokens), HEAD_DIM, device="cuda",  # noqa: E731
-                                     dtype=torch.bfloat16, requires_grad=True)  # fmt: skip
-    q, k, v = leaf(HEADS), leaf(KV_HEADS), leaf(KV_HEADS)
-    for kernel in (packed_attention, packed_row_attention):
-        for backward in (False, True):
-
-            def run(kernel=kernel, backward=backward) -> None:
-                with torch.set_grad_enabled(backward):
-                    out = kernel(torch.nn.Module(), q, k, v, layout, scaling=SCALE)[0]
-                    if backward:
-                        out.sum().backward()
-
-            run(), run()  # warm up
-            torch.cuda.synchronize()
-            with profiler(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(5):
-                    run()
-                torch.cuda.synchronize()
-            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
-            title = f"{kernel.__name__}, {'forward + backward' if backward else 'forward'}, 5 calls"
-            print(f"== {title}\n{table}", flush=True)
-            if out is not None:
-                with out.open("a") as file:
-                    file.write(f"== {title}\n{table}\n")
+    results = {"sdpa": timed(sdpa), "packed": timed(packed), "varlen_repeat": timed(varlen(k_rep, v_rep))}
+    try:
+        results["varlen_gqa"] = timed(varlen(k_gqa, v_gqa))
+    except RuntimeError as error:  # a release that checks the head counts refuses fewer key heads
+        print(f"varlen_gqa at {length}: {str(error)[:200]}")
+    results["gather"] = timed(gather)
+    # Causal attention FLOPs, forward (2 matmuls) and backward (5), over both rows as computed unpacked.
+    flops = 7 * 2 * 2 * (length * length / 2) * HEADS * HEAD_DIM
+    return {name: {"ms": ms, "tflops_unpacked_equivalent": flops / ms / 1e9} for name, ms in results.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--shapes", default=",".join(shapes()))
-    parser.add_argument("--profile", help="a shape whose kernels to profile instead of timing the shapes")
-    parser.add_argument("--profile-out", type=Path, help="where to append the profile tables")
+    parser.add_argument("--lengths", default="2048,4096")
+    parser.add_argument("--prefix", type=float, default=0.23, help="share of a row the swap shares")
     args = parser.parse_args()
-    if args.profile:
-        profile(shapes()[args.profile], args.profile_out)
-        return
-    results: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                     "cudnn": torch.backends.cudnn.version()}  # fmt: skip
-    every = shapes()
-    for name in args.shapes.split(","):
-        results[name] = measure(every[name])
-        figures = results[name]
-        timings = "  ".join(f"{key.removeprefix('ms_')} {value:.2f}" for key, value in figures.items()
-                            if key.startswith("ms_"))  # fmt: skip
-        print(f"{name}: {timings}  rows max diff {figures['rows_forward_max_diff']:.4f}", flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1))
+    print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}))
+    for length in (int(n) for n in args.lengths.split(",")):
+        for name, figures in variants(length, args.prefix).items():
+            rate = figures["tflops_unpacked_equivalent"]
+            print(f"L={length} {name:<14} {figures['ms']:8.2f} ms  {rate:7.1f} TFLOP/s")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ PLAIN = {
 }
 FAST = {"adapter_compute_dtype": True, "gradient_checkpointing": 0.0, "use_liger": "auto"}
 PACKED = {**FAST, "pack_sequences": True}
-ROWS = {"attn_implementation": "sdpa"}
 # The qwen14b recipe's memory settings (configs/qwen14b): 2 x 4096-token passes, no layer recomputed (18 of
 # 48 before 2026-11-29: the `_three_eighths` variants).
 RECIPE = {**FAST, "gradient_checkpointing": 0.0, "micro_batch_tokens": 8192}
@@ -151,17 +150,6 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "score_real_plain": ("score", "real", {"use_liger": "off", "head_rows_only": False}),
     "score_real_fast": ("score", "real", {"use_liger": "auto"}),
     "score_real_packed": ("score", "real", {"use_liger": "auto", "pack_sequences": True}),
-    # Packed rows attended as whole rows of one padded batch by SDPA's causal kernel (`attn_implementation:
-    # sdpa` with pack_sequences; ranker/packing.py's packed_row_attention) instead of the varlen kernel.
-    "train_2048_packed_rows": ("train", 2048, {**PACKED, **ROWS}),
-    "train_real_recipe_packed_rows": ("train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, **ROWS}),
-    "score_2048_packed_rows": ("score", 2048, {"use_liger": "auto", "pack_sequences": True, **ROWS}),
-    "score_real_packed_rows": ("score", "real", {"use_liger": "auto", "pack_sequences": True, **ROWS}),
-    "score_real_packed_fp8_rows": ("score", "real", {**FP8, **ROWS}),
-    "score_real_packed_rows_profiled": (
-        "score", "real", {"use_liger": "auto", "pack_sequences": True, **ROWS, "profile_passes": 2}),
-    "train_real_recipe_packed_rows_profiled": (
-        "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, **ROWS, "profile_steps": 2}),
     "score_2048_packed_all_rows": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
                                                    "head_rows_only": False}),
     "score_real_packed_all_rows": ("score", "real", {"use_liger": "auto", "pack_sequences": True,

@@ -16,7 +16,7 @@ from torch import nn
 
 from arena_assets.ranker.collate import collate_rows, to_device
 from arena_assets.ranker.head_rows import watch_head_rows, watches_head_rows
-from arena_assets.ranker.packing import PACKED_ATTENTIONS, PackedLayout, pack_rows, packed_groups
+from arena_assets.ranker.packing import ATTENTION_NAME, PackedLayout, pack_rows, packed_groups
 
 # Attention implementations that run causally when they are given no mask.
 CAUSAL_WITHOUT_MASK = frozenset({"sdpa", "flash_attention_2"})
@@ -75,9 +75,9 @@ def letter_logits(
     decoder = causal_lm.get_decoder()  # `.model` of a *ForCausalLM
     if isinstance(attention_mask, PackedLayout):
         layout = attention_mask
-        if decoder.config._attn_implementation not in PACKED_ATTENTIONS:
+        if decoder.config._attn_implementation != ATTENTION_NAME:
             raise ValueError(
-                f"packed rows need the model loaded for them (attention {PACKED_ATTENTIONS[0]!r}), not "
+                f"packed rows need the model loaded for them (attention {ATTENTION_NAME!r}), not "
                 f"{decoder.config._attn_implementation!r}: set pack_sequences in the config"
             )
         # A mask per layer kind, which the decoder passes on as it is: the layout, not a mask to build.

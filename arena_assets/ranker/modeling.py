@@ -47,17 +47,16 @@ def resolve_dtype(precision: str, device: torch.device, *, training: bool = Fals
 
 def resolve_attention(requested: str, device: torch.device, *, packed: bool = False) -> str:
     """FlashAttention 2 when installed on a GPU under `auto`, otherwise PyTorch SDPA; for packed rows the
-    packing attention (ranker/packing.py), which runs padded batches through SDPA: under `auto` the varlen
-    flash kernel on the packed sequence, under `sdpa` SDPA on its rows gathered whole."""
+    packing attention (ranker/packing.py), which runs padded batches through SDPA."""
     if packed:
         if requested not in ("auto", "sdpa"):
             raise ValueError(
-                f"pack_sequences brings its own attention (varlen flash, or SDPA on whole rows); "
-                f"attn_implementation {requested!r} does not combine with it: set it to auto or sdpa"
+                f"pack_sequences brings its own attention (varlen flash; SDPA for padded batches); "
+                f"attn_implementation {requested!r} does not combine with it: set it to auto"
             )
         from arena_assets.ranker.packing import attention_implementation
 
-        return attention_implementation("rows" if requested == "sdpa" else "varlen")
+        return attention_implementation()
     if requested != "auto":
         return requested
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:

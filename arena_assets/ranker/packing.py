@@ -19,7 +19,6 @@ import dataclasses
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -28,14 +27,11 @@ from torch.nn.attention.bias import causal_lower_right
 
 from arena_assets.ranker.collate import to_device
 
-# The attention implementations a model loads with for packed rows (`attention_implementation` registers
-# them): the varlen flash kernel on the packed sequence, or SDPA on its rows gathered whole.
+# The attention implementation a model loads with for packed rows (`attention_implementation` registers it).
 ATTENTION_NAME = "arena_packed"
-ROWS_ATTENTION_NAME = "arena_packed_rows"
-PACKED_ATTENTIONS = (ATTENTION_NAME, ROWS_ATTENTION_NAME)
 
 
-def attention_implementation(kernel: Literal["varlen", "rows"] = "varlen") -> str:
+def attention_implementation() -> str:
     """The name to load a model with for packed rows, registered with transformers (again is harmless).
 
     Padded batches build the mask SDPA takes; packed ones pass their layout in place of a mask.
@@ -43,10 +39,9 @@ def attention_implementation(kernel: Literal["varlen", "rows"] = "varlen") -> st
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    for name, function in ((ATTENTION_NAME, packed_attention), (ROWS_ATTENTION_NAME, packed_row_attention)):
-        AttentionInterface.register(name, function)
-        AttentionMaskInterface.register(name, sdpa_mask)
-    return ROWS_ATTENTION_NAME if kernel == "rows" else ATTENTION_NAME
+    AttentionInterface.register(ATTENTION_NAME, packed_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+    return ATTENTION_NAME
 
 
 @dataclass(frozen=True)
@@ -66,16 +61,6 @@ class PackedLayout:
     max_q: int
     max_k: int
     shared_tokens: int  # row tokens not recomputed (prefixes computed once for two rows)
-    # The attention sequences as whole rows of max_k positions (`packed_row_attention`): the packed
-    # position of each row position, a short row's end padded with its last; each packed position's place
-    # in those [S, max_k] rows (a shared prefix's place in the first row of its pair), and the inverse:
-    # each row position's packed position, or T where the row holds a copy (a swap's prefix) or padding.
-    row_index: torch.Tensor  # [S * max_k] long
-    row_output_index: torch.Tensor  # [T] long
-    row_source_index: torch.Tensor  # [S * max_k] long
-    # The copies: a swap's prefix positions in the rows, and the packed positions they copy.
-    copy_row_index: torch.Tensor  # [shared_tokens] long
-    copy_packed_index: torch.Tensor  # [shared_tokens] long
 
     def to(self, device: torch.device | str) -> PackedLayout:
         """The layout with its tensors on `device`."""
@@ -137,13 +122,6 @@ def pack_rows(rows: Sequence[Sequence[int]], *, share_pair_prefix: bool) -> tupl
         query_lengths.append(len(suffix))
         key_lengths.append(len(second))
         last.append(begin + len(suffix) - 1)
-    longest = max(key_lengths)
-    row_index = np.concatenate([np.pad(k, (0, longest - len(k)), mode="edge") for k in keys])
-    row_output_index = np.concatenate([s * longest + p for s, p in enumerate(positions)])
-    row_source_index = np.full(len(row_index), len(tokens))
-    row_source_index[row_output_index] = np.arange(len(tokens))
-    copies = [(s * longest + np.arange(p[0]), k[: p[0]])  # a swap's positions start after its prefix
-              for s, (p, k) in enumerate(zip(positions, keys, strict=True))]  # fmt: skip
     layout = PackedLayout(
         position_ids=torch.from_numpy(np.concatenate(positions)).long().unsqueeze(0),
         last_index=torch.tensor(last, dtype=torch.long),
@@ -151,13 +129,8 @@ def pack_rows(rows: Sequence[Sequence[int]], *, share_pair_prefix: bool) -> tupl
         cu_seq_k=torch.tensor(np.concatenate([[0], np.cumsum(key_lengths)]), dtype=torch.int32),
         kv_index=torch.from_numpy(np.concatenate(keys)).long(),
         max_q=max(query_lengths),
-        max_k=longest,
+        max_k=max(key_lengths),
         shared_tokens=shared,
-        row_index=torch.from_numpy(row_index).long(),
-        row_output_index=torch.from_numpy(row_output_index).long(),
-        row_source_index=torch.from_numpy(row_source_index).long(),
-        copy_row_index=torch.from_numpy(np.concatenate([rows for rows, _ in copies])).long(),
-        copy_packed_index=torch.from_numpy(np.concatenate([packed for _, packed in copies])).long(),
     )
     return tokens, layout
 
@@ -191,11 +164,19 @@ def packed_attention(
     scaling: float | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' attention interface: [1, H, T, D] inputs -> [1, T, H, D] for a PackedLayout mask (the
-    varlen flash kernel on a GPU, per-sequence SDPA elsewhere), SDPA for anything else."""
+    """transformers' attention interface: [1, H, T, D] inputs -> [1, T, H, D] for a PackedLayout mask,
+    SDPA for anything else."""
     if not isinstance(attention_mask, PackedLayout):
-        return _padded_attention(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    layout = _checked_layout(attention_mask, dropout, kwargs)
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    if dropout:
+        raise ValueError("packed attention has no attention dropout; set the model's attention_dropout to 0")
+    if kwargs.get("sliding_window"):
+        raise ValueError("packed attention has no sliding window; this model's config enables one")
+    layout = attention_mask
     q = query[0].transpose(0, 1)  # [T, Hq, D]
     k = key[0].transpose(0, 1).index_select(0, layout.kv_index)  # [Tk, Hkv, D]
     v = value[0].transpose(0, 1).index_select(0, layout.kv_index)
@@ -204,96 +185,6 @@ def packed_attention(
     else:
         out = _per_sequence_attention(q, k, v, layout, scaling)
     return out.unsqueeze(0), None
-
-
-def packed_row_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | PackedLayout | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """`packed_attention` with each attention sequence gathered into a whole row of one [S, max_k] batch,
-    attended by SDPA in its causal mode (cuDNN's or the flash kernel on a GPU), and scattered back.
-
-    A row needs no mask: it is causal from its start, and the padding at its end is read only by the
-    padding's own queries, whose outputs are dropped. The linear layers still see the packed positions;
-    only attention pays for the padding and for a swap's prefix queries, computed again."""
-    if not isinstance(attention_mask, PackedLayout):
-        return _padded_attention(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    layout = _checked_layout(attention_mask, dropout, kwargs)
-    rows, length = len(layout.cu_seq_q) - 1, layout.max_k
-
-    def gathered(states: torch.Tensor, read_twice: bool) -> torch.Tensor:  # [1, H, T, D] -> [S, H, max_k, D]
-        by_position = _GatherRows.apply(states[0].transpose(0, 1), layout, read_twice)  # [S * max_k, H, D]
-        return by_position.view(rows, length, *by_position.shape[1:]).transpose(1, 2)
-
-    # A swap's prefix queries are computed again and dropped; its prefix keys and values are read twice.
-    q, k, v = gathered(query, False), gathered(key, True), gathered(value, True)
-    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
-    out = out.transpose(1, 2).reshape(rows * length, out.shape[1], out.shape[3])
-    return _ScatterRows.apply(out, layout).unsqueeze(0), None
-
-
-def _take(states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """states[index] for [N, H, D] states, by the gather for their memory: whole positions, or each head's
-    (a transposed [H, N, D] tensor, as rotary embeddings leave queries); the strided gather is 4x slower."""
-    if not states.is_contiguous() and states.transpose(0, 1).is_contiguous():
-        return states.transpose(0, 1).index_select(1, index).transpose(0, 1)
-    return states.index_select(0, index)
-
-
-class _GatherRows(torch.autograd.Function):
-    """[T, H, D] by packed position -> [S * max_k, H, D] by row position. Backward gathers each packed
-    position's gradient from its place in the rows and, `read_twice`, adds a swap prefix's copy: gathers
-    instead of index_select's atomic adds, which took 1.5 ms a layer at a pass of WSDM-like rows."""
-
-    @staticmethod
-    def forward(ctx, states: torch.Tensor, layout: PackedLayout, read_twice: bool) -> torch.Tensor:
-        ctx.layout, ctx.read_twice = layout, read_twice
-        return _take(states, layout.row_index)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        layout = ctx.layout
-        packed = _take(grad, layout.row_output_index)
-        if ctx.read_twice and len(layout.copy_row_index):
-            packed.index_add_(0, layout.copy_packed_index, _take(grad, layout.copy_row_index))
-        return packed, None, None
-
-
-class _ScatterRows(torch.autograd.Function):
-    """[S * max_k, H, D] by row position -> [T, H, D] by packed position; backward puts zeros where the rows
-    hold copies or padding, by one gather."""
-
-    @staticmethod
-    def forward(ctx, rows: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
-        ctx.layout = layout
-        return _take(rows, layout.row_output_index)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        with_zero = torch.cat([grad, grad.new_zeros(1, *grad.shape[1:])])
-        return with_zero.index_select(0, ctx.layout.row_source_index), None
-
-
-def _padded_attention(module, query, key, value, attention_mask, dropout, scaling, **kwargs):
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    return sdpa_attention_forward(
-        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-    )
-
-
-def _checked_layout(layout: PackedLayout, dropout: float, kwargs: dict) -> PackedLayout:
-    if dropout:
-        raise ValueError("packed attention has no attention dropout; set the model's attention_dropout to 0")
-    if kwargs.get("sliding_window"):
-        raise ValueError("packed attention has no sliding window; this model's config enables one")
-    return layout
 
 
 def _varlen_attention(

@@ -1,6 +1,5 @@
 """Packed rows: the layout on tiny lists; on the tiny model a packed pass's letter logits and gradients
-(shared prefixes computed once) equal to padded rows', with either packed attention (the varlen kernel's
-path, and whole rows through SDPA); on a GPU, both kernels equal to rows computed alone."""
+(shared prefixes computed once) equal to padded rows'; on a GPU, PyTorch's varlen kernel equal to rows'."""
 
 from __future__ import annotations
 
@@ -16,13 +15,11 @@ from arena_assets.ranker.head import letter_logits, score_packed, score_sequence
 from arena_assets.ranker.modeling import load_backbone
 from arena_assets.ranker.packing import (
     ATTENTION_NAME,
-    ROWS_ATTENTION_NAME,
     PackedLayout,
     _per_sequence_attention,
     pack_rows,
     packed_attention,
     packed_groups,
-    packed_row_attention,
     shared_prefix_length,
 )
 
@@ -53,11 +50,6 @@ def test_pack_rows_layout_by_hand() -> None:
     assert layout.kv_index.tolist() == [0, 1, 2, 0, 1, 3, 4]
     assert layout.last_index.tolist() == [2, 4]
     assert (layout.max_q, layout.max_k, layout.shared_tokens) == (3, 4, 2)
-    # Whole rows of max_k positions, the first padded with its last; each packed position's place in them.
-    assert layout.row_index.tolist() == [0, 1, 2, 2, 0, 1, 3, 4]
-    assert layout.row_output_index.tolist() == [0, 1, 2, 6, 7]
-    assert layout.row_source_index.tolist() == [0, 1, 2, 5, 5, 5, 3, 4]  # 5: a copy or padding
-    assert layout.copy_row_index.tolist() == [4, 5] and layout.copy_packed_index.tolist() == [0, 1]
     tokens, layout = pack_rows([[5, 6, 7], [5, 6, 8, 9]], share_pair_prefix=False)
     assert tokens == [5, 6, 7, 5, 6, 8, 9] and layout.shared_tokens == 0
     assert layout.position_ids.tolist() == [[0, 1, 2, 0, 1, 2, 3]]
@@ -108,37 +100,25 @@ def _attention_inputs(rows: list[list[int]], device: str, dtype: torch.dtype, he
     return per_row, packed, layout
 
 
-KERNELS = [packed_attention, packed_row_attention]
-
-
-@pytest.mark.parametrize("attention", KERNELS)
-def test_packed_attention_is_each_rows_own_causal_attention(attention) -> None:
+def test_packed_attention_is_each_rows_own_causal_attention() -> None:
     """A swap's queries are the last of its keys (the shared prefix's, then its own): causal from the end."""
     rows = [[1, 2, 3, 4, 5, 6], [1, 2, 3, 6, 5, 4], [7, 8, 9], [7, 8, 9, 9, 9]]
     per_row, packed, layout = _attention_inputs(rows, "cpu", torch.float32, 4, 2, 8)
-    got, _ = attention(torch.nn.Module(), *packed, layout)
+    got, _ = packed_attention(torch.nn.Module(), *packed, layout)
     expected = _rows_attention(*per_row, rows)
     assert got.shape == (1, len(expected), 4, 8)
     torch.testing.assert_close(got[0], expected)
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_backbone_dir: Path) -> dict[str, PreTrainedModel]:
-    """The tiny backbone loaded for padded rows (SDPA) and for packed ones with each attention (`auto`: the
-    varlen kernel's path; `sdpa`: whole rows through SDPA), the same weights."""
-    load = dict(dtype=torch.float32, device=torch.device("cpu"), use_liger="off")
-    models = {"padded": load_backbone(str(tiny_backbone_dir), **load)}
-    for requested, name in (("auto", ATTENTION_NAME), ("sdpa", ROWS_ATTENTION_NAME)):
-        model = load_backbone(str(tiny_backbone_dir), **load, packed=True, attn_implementation=requested)
-        models[requested] = model
-        assert model.config._attn_implementation == name
-    return {name: model.eval() for name, model in models.items()}
-
-
-@pytest.fixture(params=["auto", "sdpa"])
-def models(loaded: dict[str, PreTrainedModel], request) -> tuple[PreTrainedModel, PreTrainedModel]:
-    """The padded model and a packed one, once with each packed attention."""
-    return loaded["padded"], loaded[request.param]
+def models(tiny_backbone_dir: Path) -> tuple[PreTrainedModel, PreTrainedModel]:
+    """The tiny backbone loaded for padded rows (SDPA) and for packed ones, the same weights."""
+    cpu = torch.device("cpu")
+    padded = load_backbone(str(tiny_backbone_dir), dtype=torch.float32, device=cpu, use_liger="off")
+    packed = load_backbone(str(tiny_backbone_dir), dtype=torch.float32, device=cpu, use_liger="off",
+                           packed=True)  # fmt: skip
+    assert packed.config._attn_implementation == ATTENTION_NAME
+    return padded.eval(), packed.eval()
 
 
 def _padded_logits(model: torch.nn.Module, rows: list[list[int]]) -> torch.Tensor:
@@ -200,25 +180,23 @@ def test_packed_rows_need_the_packing_model(models: tuple[PreTrainedModel, PreTr
         _packed_logits(models[0], PAIRS, share=True)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the packed kernels' GPU paths run on CUDA")
-@pytest.mark.parametrize("attention", KERNELS)
-def test_packed_kernels_equal_whole_rows_on_the_gpu(attention) -> None:
-    """bf16, 40 query heads over 8 key heads as in Qwen2.5-14B, PyTorch's varlen flash kernel or whole rows
-    through SDPA, against fp32 rows computed alone; and their gradients against the per-sequence SDPA
-    path's."""
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch's varlen kernel runs on CUDA")
+def test_varlen_kernel_equals_whole_rows_on_the_gpu() -> None:
+    """bf16, 40 query heads over 8 key heads as in Qwen2.5-14B, PyTorch's varlen flash kernel, against fp32
+    rows computed alone; and its gradients against the per-sequence SDPA path's."""
     rows = [[1] * 300 + [2] * 500 + [3] * 700, [1] * 300 + [3] * 700 + [2] * 500, [4] * 90, [4] * 60 + [5]]
     per_row, packed, layout = _attention_inputs(rows, "cuda", torch.bfloat16, 40, 8, 128)
     layout = layout.to("cuda")
-    got, _ = attention(torch.nn.Module(), *packed, layout)
+    got, _ = packed_attention(torch.nn.Module(), *packed, layout)
     expected = _rows_attention(*([t.float() for t in part] for part in per_row), rows)
     assert got.shape[1] == len(expected)
     torch.testing.assert_close(got[0].float(), expected, atol=2e-2, rtol=0)
     weight = torch.randn(got.shape[1:], device="cuda")
     grads = []
-    for kernel in (attention, _per_sequence_reference):
+    for attention in (packed_attention, _per_sequence_reference):
         inputs = [t.detach().float().requires_grad_() for t in packed]
-        cast = [t.to(torch.bfloat16) for t in inputs] if kernel is attention else inputs
-        out, _ = kernel(torch.nn.Module(), *cast, layout)
+        cast = [t.to(torch.bfloat16) for t in inputs] if attention is packed_attention else inputs
+        out, _ = attention(torch.nn.Module(), *cast, layout)
         (out[0].float() * weight).sum().backward()
         grads.append([t.grad for t in inputs])
     for name, got_grad, reference in zip("qkv", *grads, strict=True):
