@@ -48,8 +48,9 @@ class TrainConfig:
     # up to this many padded tokens (rows x longest row), so short rows share one; 2 x max_length keeps the
     # peak memory of two full-length rows. A step still holds global_batch_size rows.
     micro_batch_tokens: int = 0
-    # A forward pass takes its rows end to end in one sequence: no padding, and the prefix a row shares
-    # with its swap (system prompt, query) computed once by the linear layers (ranker/packing.py).
+    # A forward pass takes its rows end to end in one sequence: no padding, and the prefixes rows share
+    # computed once by the linear layers: the system prompt all rows begin with, and the query a row shares
+    # with its swap (ranker/packing.py).
     pack_sequences: bool = False
     lr_lora_a: float = 1e-5
     lr_lora_b: float = 5e-5
@@ -196,8 +197,8 @@ class ScoreConfig:
     both_orders: bool = True
     token_budget: int = 16384  # padded tokens per batch (packed: row tokens per forward pass)
     max_batch_rows: int = 64
-    # Both orders of a pair end to end in one sequence, their shared prefix (system prompt, query) computed
-    # once by the linear layers, no padding (ranker/packing.py).
+    # Both orders of a pair end to end in one sequence, no padding, the prefixes rows share computed once by
+    # the linear layers: the system prompt, once a pass; the query, once a pair (ranker/packing.py).
     pack_sequences: bool = False
     rows_per_shard: int = 2048
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, fp16 on older GPUs

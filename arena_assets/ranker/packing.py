@@ -1,12 +1,13 @@
-"""Packed forward passes: a micro-batch's rows end to end in one sequence, no padding, and the prefix a row
-shares with its A/B swap (system prompt, query, the first response's opening tag) computed once.
+"""Packed forward passes: a micro-batch's rows end to end in one sequence, no padding, and the prefixes
+rows share computed once: the system prompt all rows begin with, and what a row shares with its A/B swap
+(the query, the first response's opening tag).
 
     tokens, layout = pack_rows([row, swap, row2, swap2], share_pair_prefix=True)
     head(torch.tensor([tokens]), layout)  # LetterHead: the letter logits of the four rows, in order
 
-A swap continues from the end of the shared prefix: its positions restart where the prefix ends, and its
-attention reads the prefix's keys and values (gathered a second time) and its own, never its partner's. So
-every linear layer sees the prefix once, and no position is padding.
+A row that shares a prefix continues from its end: its positions start where the prefix ends, and its
+attention reads the prefix's keys and values (gathered again) and its own, never another row's. So every
+linear layer sees a prefix once, and no position is padding.
 
 The layout reaches each attention layer as the decoder's attention mask, where `packed_attention` reads it:
 PyTorch's varlen flash kernel on a GPU, per-sequence SDPA elsewhere. A padded batch (a mask tensor) goes to
@@ -60,7 +61,7 @@ class PackedLayout:
     kv_index: torch.Tensor  # [Tk] long: packed position of each gathered key
     max_q: int
     max_k: int
-    shared_tokens: int  # row tokens not recomputed (prefixes computed once for two rows)
+    shared_tokens: int  # row tokens not recomputed (prefixes computed once for several rows)
 
     def to(self, device: torch.device | str) -> PackedLayout:
         """The layout with its tensors on `device`."""
@@ -84,44 +85,39 @@ def shared_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
 def pack_rows(rows: Sequence[Sequence[int]], *, share_pair_prefix: bool) -> tuple[list[int], PackedLayout]:
     """One packed token sequence of `rows` and its layout.
 
-    With `share_pair_prefix`, rows 2i and 2i + 1 (a row and its swap) share their common leading tokens;
-    any two rows may be paired, the prefix is whatever tokens they have in common.
+    The leading tokens all rows have in common (the system prompt) are computed once, by the first row;
+    with `share_pair_prefix`, rows 2i and 2i + 1 (a row and its swap) also share theirs. Any rows may be
+    packed; a prefix is whatever tokens they have in common, and each row keeps at least its last token.
 
-    Example, rows [5, 6, 7] and [5, 6, 8, 9] shared: tokens [5, 6, 7, 8, 9], positions [0, 1, 2, 2, 3];
-    queries [0, 3) and [3, 5), keys of the second gathered from positions [0, 1, 3, 4]; last tokens at 2, 4.
+    Example, rows [5, 6, 7] and [5, 6, 8, 9]: tokens [5, 6, 7, 8, 9], positions [0, 1, 2, 2, 3]; queries
+    [0, 3) and [3, 5), keys of the second gathered from positions [0, 1, 3, 4]; last tokens at 2, 4.
     """
     if not rows or min(len(row) for row in rows) == 0:
         raise ValueError("pack_rows needs at least one row, and no empty row")
     if share_pair_prefix and len(rows) % 2:
         raise ValueError(f"share_pair_prefix packs rows in pairs, got {len(rows)} rows")
+    common = min((shared_prefix_length(rows[0], row) for row in rows[1:]), default=0)
     tokens: list[int] = []
     positions, keys, last = [], [], []
     query_lengths, key_lengths = [], []
     shared = 0
-    step = 2 if share_pair_prefix else 1
-    for i in range(0, len(rows), step):
-        start = len(tokens)
-        first = rows[i]
-        tokens.extend(first)
-        own = np.arange(start, start + len(first))
-        positions.append(np.arange(len(first)))
-        keys.append(own)
-        query_lengths.append(len(first))
-        key_lengths.append(len(first))
-        last.append(start + len(first) - 1)
-        if not share_pair_prefix:
-            continue
-        second = rows[i + 1]
-        prefix = shared_prefix_length(first, second)
-        shared += prefix
+    for r, row in enumerate(rows):
+        # A row continues an earlier one's keys: a swap its pair's first row, any other row the first row.
+        if r == 0:
+            parent, prefix = 0, 0
+        elif share_pair_prefix and r % 2:
+            parent, prefix = r - 1, shared_prefix_length(rows[r - 1], row)
+        else:
+            parent, prefix = 0, common
         begin = len(tokens)
-        tokens.extend(second[prefix:])
-        suffix = np.arange(begin, begin + len(second) - prefix)
-        positions.append(np.arange(prefix, len(second)))
-        keys.append(np.concatenate([own[:prefix], suffix]))
-        query_lengths.append(len(suffix))
-        key_lengths.append(len(second))
-        last.append(begin + len(suffix) - 1)
+        tokens.extend(row[prefix:])
+        own = np.arange(begin, begin + len(row) - prefix)
+        positions.append(np.arange(prefix, len(row)))
+        keys.append(np.concatenate([keys[parent][:prefix], own]) if prefix else own)
+        query_lengths.append(len(own))
+        key_lengths.append(len(row))
+        last.append(begin + len(own) - 1)
+        shared += prefix
     layout = PackedLayout(
         position_ids=torch.from_numpy(np.concatenate(positions)).long().unsqueeze(0),
         last_index=torch.tensor(last, dtype=torch.long),

@@ -71,7 +71,7 @@ class TrainState:
     row_tokens: int = 0  # the rows' own tokens (what throughput counts)
     tokens_processed: int = 0  # positions the forward passes computed: row tokens + padding - shared
     padded_tokens: int = 0
-    shared_tokens: int = 0  # packed rows: prefix tokens computed once for a row and its swap
+    shared_tokens: int = 0  # packed rows: row tokens of shared prefixes, computed once for several rows
     train_seconds: float = 0.0
     # Throughput excludes each process's first step (kernel selection, allocator warm-up).
     timed_tokens: int = 0

@@ -33,6 +33,8 @@ PAIRS = [
     [33, 34, 35],
     [36, 37],
 ]
+# The two swap pairs alone: every row begins [1, 2], a prefix of all rows that the first row computes.
+COMMON_PREFIX_PAIRS = PAIRS[:4]
 
 
 def test_shared_prefix_leaves_each_row_its_last_token() -> None:
@@ -50,10 +52,25 @@ def test_pack_rows_layout_by_hand() -> None:
     assert layout.kv_index.tolist() == [0, 1, 2, 0, 1, 3, 4]
     assert layout.last_index.tolist() == [2, 4]
     assert (layout.max_q, layout.max_k, layout.shared_tokens) == (3, 4, 2)
-    tokens, layout = pack_rows([[5, 6, 7], [5, 6, 8, 9]], share_pair_prefix=False)
-    assert tokens == [5, 6, 7, 5, 6, 8, 9] and layout.shared_tokens == 0
+    tokens, layout = pack_rows([[5, 6, 7], [4, 6, 8, 9]], share_pair_prefix=False)
+    assert tokens == [5, 6, 7, 4, 6, 8, 9] and layout.shared_tokens == 0
     assert layout.position_ids.tolist() == [[0, 1, 2, 0, 1, 2, 3]]
     assert layout.kv_index.tolist() == list(range(7)) and layout.last_index.tolist() == [2, 6]
+
+
+def test_pack_rows_computes_the_prefix_of_all_rows_once() -> None:
+    """Two pairs whose rows all begin [1, 2] (a system prompt): the first row computes it, every other row
+    reads its keys; a swap reads its own pair's longer prefix."""
+    rows = [[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 7], [1, 2, 8, 9]]
+    tokens, layout = pack_rows(rows, share_pair_prefix=True)
+    assert tokens == [1, 2, 3, 4, 5, 7, 8, 9]
+    assert layout.position_ids.tolist() == [[0, 1, 2, 3, 3, 2, 2, 3]]
+    assert layout.cu_seq_q.tolist() == [0, 4, 5, 6, 8] and layout.cu_seq_k.tolist() == [0, 4, 8, 11, 15]
+    assert layout.kv_index.tolist() == [0, 1, 2, 3, 0, 1, 2, 4, 0, 1, 5, 0, 1, 6, 7]
+    assert layout.last_index.tolist() == [3, 4, 5, 7] and layout.shared_tokens == 3 + 2 + 2
+    # Unpaired rows share the common prefix alone.
+    tokens, layout = pack_rows(rows, share_pair_prefix=False)
+    assert tokens == [1, 2, 3, 4, 3, 5, 7, 8, 9] and layout.shared_tokens == 3 * 2
 
 
 def test_pack_rows_rejects_what_it_cannot_pack() -> None:
@@ -131,23 +148,25 @@ def _packed_logits(model: torch.nn.Module, rows: list[list[int]], *, share: bool
     return letter_logits(model, torch.tensor([tokens]), layout, LETTERS)
 
 
+@pytest.mark.parametrize("rows", [PAIRS, COMMON_PREFIX_PAIRS], ids=["pairs", "common_prefix"])
 @pytest.mark.parametrize("share", [True, False])
 def test_packed_letter_logits_equal_padded_rows(
-    models: tuple[PreTrainedModel, PreTrainedModel], share: bool
+    models: tuple[PreTrainedModel, PreTrainedModel], share: bool, rows: list[list[int]]
 ) -> None:
     padded, packed = models
     with torch.no_grad():
-        expected = _padded_logits(padded, PAIRS)
-        got = _packed_logits(packed, PAIRS, share=share)
+        expected = _padded_logits(padded, rows)
+        got = _packed_logits(packed, rows, share=share)
         # The packing model runs padded batches through SDPA exactly as the plain one does.
-        torch.testing.assert_close(_padded_logits(packed, PAIRS), expected, atol=0, rtol=0)
+        torch.testing.assert_close(_padded_logits(packed, rows), expected, atol=0, rtol=0)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("rows", [PAIRS, COMMON_PREFIX_PAIRS], ids=["pairs", "common_prefix"])
 def test_packed_gradients_equal_padded_rows_through_lora(
-    models: tuple[PreTrainedModel, PreTrainedModel],
+    models: tuple[PreTrainedModel, PreTrainedModel], rows: list[list[int]]
 ) -> None:
-    """The shared prefix gets the gradient of both rows: LoRA gradients equal the padded pass's."""
+    """A shared prefix gets the gradient of every row reading it: LoRA gradients equal the padded pass's."""
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"],
                       lora_dropout=0.0, init_lora_weights=False)  # fmt: skip
     grads = []
@@ -155,7 +174,7 @@ def test_packed_gradients_equal_padded_rows_through_lora(
     for model, run in ((models[0], _padded_logits), (models[1], shared)):
         torch.manual_seed(3)
         peft_model = get_peft_model(model, lora)
-        logits = run(peft_model, PAIRS)
+        logits = run(peft_model, rows)
         (logits[:, 0] - 2 * logits[:, 1]).pow(2).sum().backward()
         grads.append({n: p.grad.clone() for n, p in peft_model.named_parameters() if p.requires_grad})
         peft_model.unload()  # the module-scoped models leave without adapters

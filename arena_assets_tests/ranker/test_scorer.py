@@ -149,7 +149,8 @@ def test_a_device_map_with_several_processes_is_refused_before_loading(
 @pytest.mark.parametrize("both_orders", [True, False])
 def test_packed_scoring_gives_the_padded_logits(demo_backbone: Path, small_files: PairFiles, tmp_path: Path,
                                                 both_orders: bool) -> None:
-    """Both orders of a pair in one packed pass, their prefix computed once: the padded run's logits."""
+    """Both orders of a pair in one packed pass, their prefix and the pass's system prompt computed once:
+    the padded run's logits."""
     score(_config(demo_backbone, small_files.open_pairs, tmp_path / "padded", both_orders=both_orders))
     score(_config(demo_backbone, small_files.open_pairs, tmp_path / "packed", both_orders=both_orders,
                   pack_sequences=True))  # fmt: skip
@@ -161,6 +162,7 @@ def test_packed_scoring_gives_the_padded_logits(demo_backbone: Path, small_files
                                rtol=0)  # fmt: skip
     metrics = _metrics(tmp_path / "packed")
     assert metrics["padding_fraction"] == 0 and _metrics(tmp_path / "padded")["padding_fraction"] > 0
-    # The system prompt and the query are a good share of these short rows.
+    # The system prompt (every row of a pass) and, with both orders, the query (a pair's two rows) are a good
+    # share of these short rows: 0.45 and 0.37 of the row tokens.
     shared = metrics["shared_prefix_fraction"]
-    assert (0.15 < shared < 0.5) if both_orders else shared == 0
+    assert (0.4 < shared < 0.5) if both_orders else (0.3 < shared < 0.4)
