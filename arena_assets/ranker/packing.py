@@ -49,8 +49,8 @@ def attention_implementation() -> str:
 class PackedLayout:
     """Where each row of a packed sequence of T positions lies, in the forms the attention kernel reads.
 
-    An attention sequence is a row (queries: the row's own positions; keys: the same) or a swap continuing
-    a shared prefix (queries: its own positions; keys: the prefix's, then its own). Queries are the packed
+    An attention sequence is a row: its queries are the positions it computes itself, its keys those of the
+    prefix it shares with an earlier row (none for the first row), then its own. Queries are the packed
     positions in order, so the query offsets are cumulative; keys are gathered by `kv_index`.
     """
 
