@@ -150,6 +150,28 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "score_real_plain": ("score", "real", {"use_liger": "off", "head_rows_only": False}),
     "score_real_fast": ("score", "real", {"use_liger": "auto"}),
     "score_real_packed": ("score", "real", {"use_liger": "auto", "pack_sequences": True}),
+    "score_real_packed_profiled": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
+                                                     "profile_passes": 2}),
+    # The qwen14b recipe's scoring budget (ScoreConfig's default, 16,384 row tokens a pass) against the
+    # bench's 8 x max_length.
+    "score_real_packed_16k": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
+                                                "token_budget": 16384}),
+    # Attention through SDPA on each row gathered whole (cuDNN's kernel on Hopper), the batch's width the
+    # longest row rounded up to 64, 128 or 256 so that cuDNN's plans, built once a shape, repeat.
+    "score_real_packed_rows64": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
+                                                   "sdpa_row_multiple": 64}),
+    "score_real_packed_rows128": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
+                                                    "sdpa_row_multiple": 128}),
+    "score_real_packed_rows256": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
+                                                    "sdpa_row_multiple": 256}),
+    "score_real_packed_rows128_profiled": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
+                                                             "sdpa_row_multiple": 128, "profile_passes": 2}),
+    "score_real_packed_fp8_rows128": ("score", "real", {**FP8, "sdpa_row_multiple": 128}),
+    "score_real_packed_fp8_rows256": ("score", "real", {**FP8, "sdpa_row_multiple": 256}),
+    "score_real_packed_64k": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
+                                                "token_budget": 65536}),
+    "score_real_packed_128k": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
+                                                 "token_budget": 131072}),
     "score_2048_packed_all_rows": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
                                                    "head_rows_only": False}),
     "score_real_packed_all_rows": ("score", "real", {"use_liger": "auto", "pack_sequences": True,

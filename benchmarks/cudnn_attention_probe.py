@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
-from attention_bench import timed
+from attention_bench import timed, wsdm_like_pairs
 from torch.nn.attention.varlen import varlen_attn
 
 HEADS, KV_HEADS, HEAD_DIM = 40, 8, 128
@@ -173,19 +172,6 @@ def probe(pairs: list[tuple[int, int, int]]) -> dict:
     result["ms_forward_backward_varlen"] = timed(forward_backward(varlen_path))
     result["ms_forward_backward_cudnn_split"] = timed(forward_backward(split_path))
     return result
-
-
-def wsdm_like_pairs(row_tokens: int) -> list[tuple[int, int, int]]:
-    """Swap pairs of WSDM-like lengths (a 40-300 token prefix, two responses of about 450 tokens)."""
-    generator = torch.Generator().manual_seed(1)
-    pairs, tokens = [], 0
-    while tokens < row_tokens:
-        prefix = int(torch.randint(40, 300, (1,), generator=generator))
-        responses = sum(int(math.exp(6.1 + 0.6 * torch.randn(1, generator=generator).item())) for _ in "ab")
-        rest = min(responses + 30, 4096 - prefix)
-        pairs.append((prefix, rest, rest))
-        tokens += 2 * (prefix + rest)
-    return pairs
 
 
 def main() -> None:

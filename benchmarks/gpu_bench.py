@@ -16,7 +16,9 @@ check's curves (`benchmarks/loss_check.py` compares curves from several calls). 
 the variants and the loss check's three curves run side by side, one child process per GPU (each variant
 still on one GPU). `*_profiled` variants record two steps with torch.profiler and print where the device
 time went; `*_80gb` variants cap torch's allocator at what an 80 GB GPU leaves a process
-(bench_variants.GPU_80GB).
+(bench_variants.GPU_80GB). A variant named twice in --only runs twice and keeps the later run's figures:
+the first run on a fresh machine pays Triton's compilation (11-14% slow), so name the first variant again.
+`--score-rows N` scores N WSDM-like pairs instead of 256 in the `score_real_*` variants.
 
 The 14B shape is a config.json plus a tokenizer; the trainer and scorer build it with random weights on the
 GPU (`random_init`), so no download is needed. Equal-length rows fill max_length exactly; the `*_real`
@@ -324,6 +326,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--loss-steps", type=int, default=50)
+    parser.add_argument("--score-rows", type=int, default=256,
+                        help="pairs the `score_real_*` variants score (both orders); at most the data's")
     parser.add_argument("--real", type=Path, default=ROOT / ".e2e", help="a `gpu_e2e.py data` directory")
     parser.add_argument("--loss-runs", default=",".join(LOSS_RUNS),
                         help="the loss check's curves to run, in this order (default: all, fp32 first)")
@@ -356,7 +360,8 @@ def main() -> None:
                 return {"error": f"no {args.real}/tokenizer: run `python benchmarks/gpu_e2e.py data --dir "
                                  ".e2e` here and carry .e2e"}  # fmt: skip
             model = write_14b_dir(work, args.real / "tokenizer", "qwen14b-shape-real")
-            rows = real_pairs(work, args.real, 64 if kind == "train" else 256, swaps=kind == "train")
+            count = 64 if kind == "train" else args.score_rows
+            rows = real_pairs(work, args.real, count, swaps=kind == "train")
             length = 4096
         else:
             model, rows = qwen, long_train if kind == "train" else long_score

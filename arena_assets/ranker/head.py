@@ -16,7 +16,7 @@ from torch import nn
 
 from arena_assets.ranker.collate import collate_rows, to_device
 from arena_assets.ranker.head_rows import watch_head_rows, watches_head_rows
-from arena_assets.ranker.packing import ATTENTION_NAME, PackedLayout, pack_rows, packed_groups
+from arena_assets.ranker.packing import ATTENTION_NAME, PackedLayout, pack_rows, packed_groups, row_groups
 
 # Attention implementations that run causally when they are given no mask.
 CAUSAL_WITHOUT_MASK = frozenset({"sdpa", "flash_attention_2"})
@@ -205,14 +205,22 @@ def score_packed(
     token_budget: int,
     device: torch.device,
     after_pass: Callable[[], None] | None = None,
+    row_multiple: int = 0,
 ) -> tuple[np.ndarray, int]:
     """Letter logits [N, 2] (float32) for encoded sequences packed `token_budget` row tokens a forward pass,
     in their original order, and the row tokens the shared prefixes saved. With `pairs`, rows 2i and 2i + 1
-    (a row and its swap) share a pass and their common prefix."""
+    (a row and its swap) share a pass and their common prefix. `row_multiple`: attention through SDPA on
+    whole rows (ranker/packing.py's `row_attention`)."""
     lengths = [len(ids) for ids in input_ids]
     shared, batches = 0, []
-    for group in packed_groups(lengths, token_budget=token_budget, pairs=pairs):
-        tokens, layout = pack_rows([input_ids[i] for i in group], share_pair_prefix=pairs)
+    groups = (
+        row_groups(lengths, token_budget=token_budget, pairs=pairs, multiple=row_multiple)
+        if row_multiple
+        else packed_groups(lengths, token_budget=token_budget, pairs=pairs)
+    )
+    for group in groups:
+        rows = [input_ids[i] for i in group]
+        tokens, layout = pack_rows(rows, share_pair_prefix=pairs, row_multiple=row_multiple)
         logits = head(to_device(torch.tensor([tokens]), device), layout.to(device))
         batches.append((group, logits.float()))
         shared += layout.shared_tokens

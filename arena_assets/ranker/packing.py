@@ -62,6 +62,10 @@ class PackedLayout:
     max_q: int
     max_k: int
     shared_tokens: int  # row tokens not recomputed (prefixes computed once for several rows)
+    # With pack_rows' `row_multiple`: the attention sequences as the rows of one [S, row_width] batch.
+    row_index: torch.Tensor | None = None  # [S * row_width] long: packed position of each slot (padding: 0)
+    row_output_index: torch.Tensor | None = None  # [T] long: the slot of each packed position's own query
+    row_width: int = 0  # the longest sequence's keys, rounded up to a multiple of `row_multiple`
 
     def to(self, device: torch.device | str) -> PackedLayout:
         """The layout with its tensors on `device`."""
@@ -82,12 +86,16 @@ def shared_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
     return int(differ[0]) if differ.size else max(limit, 0)
 
 
-def pack_rows(rows: Sequence[Sequence[int]], *, share_pair_prefix: bool) -> tuple[list[int], PackedLayout]:
+def pack_rows(
+    rows: Sequence[Sequence[int]], *, share_pair_prefix: bool, row_multiple: int = 0
+) -> tuple[list[int], PackedLayout]:
     """One packed token sequence of `rows` and its layout.
 
     The leading tokens all rows have in common (the system prompt) are computed once, by the first row;
     with `share_pair_prefix`, rows 2i and 2i + 1 (a row and its swap) also share theirs. Any rows may be
     packed; a prefix is whatever tokens they have in common, and each row keeps at least its last token.
+    With `row_multiple`, attention gathers each row whole into one padded batch for SDPA instead
+    (`row_attention`), its width the longest row rounded up to that multiple.
 
     Example, rows [5, 6, 7] and [5, 6, 8, 9]: tokens [5, 6, 7, 8, 9], positions [0, 1, 2, 2, 3]; queries
     [0, 3) and [3, 5), keys of the second gathered from positions [0, 1, 3, 4]; last tokens at 2, 4.
@@ -128,7 +136,29 @@ def pack_rows(rows: Sequence[Sequence[int]], *, share_pair_prefix: bool) -> tupl
         max_k=max(key_lengths),
         shared_tokens=shared,
     )
+    if row_multiple:
+        layout = _with_row_gathers(layout, keys, query_lengths, row_multiple)
     return tokens, layout
+
+
+def _with_row_gathers(
+    layout: PackedLayout, keys: list[np.ndarray], query_lengths: list[int], multiple: int
+) -> PackedLayout:
+    """The layout with each attention sequence placed in a row of width its longest rounded up to
+    `multiple`: its keys' packed positions, then padding (position 0, whose outputs are dropped)."""
+    width = -(-layout.max_k // multiple) * multiple
+    row_index = np.zeros(len(keys) * width, dtype=np.int64)
+    row_output_index = np.empty(int(sum(query_lengths)), dtype=np.int64)
+    for s, (positions, own) in enumerate(zip(keys, query_lengths, strict=True)):
+        start = s * width
+        row_index[start : start + len(positions)] = positions
+        row_output_index[positions[-own:]] = start + len(positions) - own + np.arange(own)
+    return dataclasses.replace(
+        layout,
+        row_index=torch.from_numpy(row_index),
+        row_output_index=torch.from_numpy(row_output_index),
+        row_width=width,
+    )
 
 
 def packed_groups(lengths: Sequence[int], *, token_budget: int, pairs: bool) -> list[list[int]]:
@@ -147,6 +177,23 @@ def packed_groups(lengths: Sequence[int], *, token_budget: int, pairs: bool) -> 
         else:
             groups.append(list(unit))
             size = cost
+    return groups
+
+
+def row_groups(lengths: Sequence[int], *, token_budget: int, pairs: bool, multiple: int) -> list[list[int]]:
+    """Row indices grouped longest-first for attention on whole rows (`row_attention`): each pack's width is
+    its longest row rounded up to `multiple`, and it holds as many rows (whole pairs when `pairs`) as fit
+    `token_budget` at that width. So a pack's shape follows from its width alone, and packs of one width
+    repeat the shape whose cuDNN plan the first of them built."""
+    step = 2 if pairs else 1
+    units = [list(range(i, min(i + step, len(lengths)))) for i in range(0, len(lengths), step)]
+    units.sort(key=lambda unit: -max(lengths[r] for r in unit))
+    groups: list[list[int]] = []
+    while units:
+        width = -(-max(lengths[r] for r in units[0]) // multiple) * multiple
+        count = max(1, token_budget // (width * step))
+        groups.append([r for unit in units[:count] for r in unit])
+        units = units[count:]
     return groups
 
 
@@ -174,6 +221,9 @@ def packed_attention(
         raise ValueError("packed attention has no sliding window; this model's config enables one")
     layout = attention_mask
     q = query[0].transpose(0, 1)  # [T, Hq, D]
+    if layout.row_index is not None:
+        out = row_attention(q, key[0].transpose(0, 1), value[0].transpose(0, 1), layout, scaling)
+        return out.unsqueeze(0), None
     k = key[0].transpose(0, 1).index_select(0, layout.kv_index)  # [Tk, Hkv, D]
     v = value[0].transpose(0, 1).index_select(0, layout.kv_index)
     if q.is_cuda:
@@ -203,6 +253,39 @@ def _varlen_attention(
         kwargs["enable_gqa"] = True
     return varlen_attn(q, k, v, layout.cu_seq_q, layout.cu_seq_k, layout.max_q, layout.max_k, scale=scaling,
                        **kwargs)  # fmt: skip
+
+
+def row_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: PackedLayout, scaling: float | None
+) -> torch.Tensor:
+    """[T, H, D] packed states -> [T, Hq, D]: each attention sequence gathered into a row of one
+    [S, row_width] batch and attended by SDPA in its causal mode, then each position's own query's output
+    taken back.
+
+    A row is causal from its start, so no mask is needed: padding at its end is read only by the padding's
+    own queries, whose outputs are dropped. Only attention pays for the padding and for a swap's prefix
+    queries, computed again. On Hopper SDPA runs cuDNN's kernel, about twice the varlen flash kernel; cuDNN
+    builds an execution plan for each new shape (about 50 ms of CPU time), which a width rounded up to a
+    multiple lets later passes reuse."""
+    sequences, width = len(layout.cu_seq_q) - 1, layout.row_width
+
+    def as_rows(states: torch.Tensor) -> torch.Tensor:  # [T, H, D] -> [S, H, width, D]
+        taken = _take(states, layout.row_index)
+        return taken.view(sequences, width, *taken.shape[1:]).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(
+        as_rows(q), as_rows(k), as_rows(v), is_causal=True, scale=scaling, enable_gqa=True
+    )
+    out = out.transpose(1, 2).reshape(sequences * width, out.shape[1], out.shape[3])
+    return _take(out, layout.row_output_index)
+
+
+def _take(states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """states[index] for [N, H, D] states, gathered by their memory: whole positions, or each head's (a
+    transposed [H, N, D] tensor, as rotary embeddings leave queries), where a strided gather is 4x slower."""
+    if not states.is_contiguous() and states.transpose(0, 1).is_contiguous():
+        return states.transpose(0, 1).index_select(1, index).transpose(0, 1)
+    return states.index_select(0, index)
 
 
 def _per_sequence_attention(

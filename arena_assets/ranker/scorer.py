@@ -263,7 +263,7 @@ def _score_orders(
         rows = [ids for pair in zip(*(encoded.input_ids for encoded in orders), strict=True) for ids in pair]
         logits, shared = score_packed(
             head, rows, pairs=len(orders) == 2, token_budget=config.token_budget, device=device,
-            after_pass=after_pass,
+            after_pass=after_pass, row_multiple=config.sdpa_row_multiple,
         )
         return [logits[i :: len(orders)] for i in range(len(orders))], 0, shared
     logits, padded = [], 0

@@ -1,5 +1,6 @@
 """Packed rows: the layout on tiny lists; on the tiny model a packed pass's letter logits and gradients
-(shared prefixes computed once) equal to padded rows'; on a GPU, PyTorch's varlen kernel equal to rows'."""
+(shared prefixes computed once) equal to padded rows', with attention by the varlen path or on rows gathered
+whole for SDPA; on a GPU, PyTorch's varlen kernel and SDPA on gathered rows equal to rows computed alone."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from arena_assets.ranker.packing import (
     pack_rows,
     packed_attention,
     packed_groups,
+    row_groups,
     shared_prefix_length,
 )
 
@@ -52,6 +54,14 @@ def test_pack_rows_layout_by_hand() -> None:
     assert layout.kv_index.tolist() == [0, 1, 2, 0, 1, 3, 4]
     assert layout.last_index.tolist() == [2, 4]
     assert (layout.max_q, layout.max_k, layout.shared_tokens) == (3, 4, 2)
+    assert layout.row_index is None and layout.row_output_index is None and layout.row_width == 0
+    # Each attention sequence as a row of width 4 (its keys, then padding read from position 0), and each
+    # packed position's own query's slot in those rows.
+    _, rows = pack_rows([[5, 6, 7], [5, 6, 8, 9]], share_pair_prefix=True, row_multiple=4)
+    assert rows.row_width == 4 and rows.row_index.tolist() == [0, 1, 2, 0, 0, 1, 3, 4]
+    assert rows.row_output_index.tolist() == [0, 1, 2, 6, 7]
+    _, rows = pack_rows([[5, 6, 7], [5, 6, 8, 9]], share_pair_prefix=True, row_multiple=3)
+    assert rows.row_width == 6 and rows.row_output_index.tolist() == [0, 1, 2, 8, 9]
     tokens, layout = pack_rows([[5, 6, 7], [4, 6, 8, 9]], share_pair_prefix=False)
     assert tokens == [5, 6, 7, 4, 6, 8, 9] and layout.shared_tokens == 0
     assert layout.position_ids.tolist() == [[0, 1, 2, 0, 1, 2, 3]]
@@ -88,6 +98,16 @@ def test_packed_groups_fill_the_budget_with_whole_pairs() -> None:
     assert packed_groups([4, 9, 2], token_budget=11, pairs=False) == [[1], [0, 2]]
 
 
+def test_row_groups_hold_as_many_rows_as_their_width_allows() -> None:
+    """Longest first; each pack's width its longest row rounded up to 8, and as many whole pairs as fit 64
+    padded tokens at it (a pair over it goes alone): packs of one width have one shape."""
+    lengths = [10, 12, 3, 3, 7, 5, 30, 30, 4, 6, 15, 9]
+    groups = row_groups(lengths, token_budget=64, pairs=True, multiple=8)
+    assert groups == [[6, 7], [10, 11, 0, 1], [4, 5, 8, 9, 2, 3]]
+    assert sorted(r for g in groups for r in g) == list(range(len(lengths)))
+    assert row_groups([4, 9, 2, 3], token_budget=16, pairs=False, multiple=4) == [[1], [0, 3, 2]]
+
+
 def _rows_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: list[list[int]]) -> torch.Tensor:
     """Reference: each row's causal attention computed alone ([1, H, L, D] tensors of its own tokens), then
     packed as pack_rows packs the rows (a swap keeps only its positions after the shared prefix)."""
@@ -101,7 +121,7 @@ def _rows_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: lis
 
 
 def _attention_inputs(rows: list[list[int]], device: str, dtype: torch.dtype, heads: int, kv_heads: int,
-                      dim: int) -> tuple[torch.Tensor, ...]:  # fmt: skip
+                      dim: int, row_multiple: int = 0) -> tuple[torch.Tensor, ...]:  # fmt: skip
     """Per-row q, k, v whose values depend only on (row token, position), so a swap's prefix positions get
     the same values as its row's, as the model gives them; and the same values packed."""
     torch.manual_seed(0)
@@ -110,17 +130,19 @@ def _attention_inputs(rows: list[list[int]], device: str, dtype: torch.dtype, he
               for n in (heads, kv_heads, kv_heads)]  # fmt: skip
     per_row = [[(by_token[row] + by_position[: len(row)]).transpose(0, 1).unsqueeze(0) for row in rows]
                for by_token, by_position in tables]  # fmt: skip
-    tokens, layout = pack_rows(rows, share_pair_prefix=True)
+    tokens, layout = pack_rows(rows, share_pair_prefix=True, row_multiple=row_multiple)
     positions = layout.position_ids[0]
     packed = [(by_token[tokens] + by_position[positions]).transpose(0, 1).unsqueeze(0)
               for by_token, by_position in tables]  # fmt: skip
     return per_row, packed, layout
 
 
-def test_packed_attention_is_each_rows_own_causal_attention() -> None:
+@pytest.mark.parametrize("row_multiple", [0, 4], ids=["varlen_path", "whole_rows"])
+def test_packed_attention_is_each_rows_own_causal_attention(row_multiple: int) -> None:
     """A swap's queries are the last of its keys (the shared prefix's, then its own): causal from the end."""
     rows = [[1, 2, 3, 4, 5, 6], [1, 2, 3, 6, 5, 4], [7, 8, 9], [7, 8, 9, 9, 9]]
-    per_row, packed, layout = _attention_inputs(rows, "cpu", torch.float32, 4, 2, 8)
+    per_row, packed, layout = _attention_inputs(rows, "cpu", torch.float32, 4, 2, 8, row_multiple)
+    assert (layout.row_width > 0) == bool(row_multiple)
     got, _ = packed_attention(torch.nn.Module(), *packed, layout)
     expected = _rows_attention(*per_row, rows)
     assert got.shape == (1, len(expected), 4, 8)
@@ -143,20 +165,23 @@ def _padded_logits(model: torch.nn.Module, rows: list[list[int]]) -> torch.Tenso
     return letter_logits(model, batch["input_ids"], batch["attention_mask"], LETTERS)
 
 
-def _packed_logits(model: torch.nn.Module, rows: list[list[int]], *, share: bool) -> torch.Tensor:
-    tokens, layout = pack_rows(rows, share_pair_prefix=share)
+def _packed_logits(
+    model: torch.nn.Module, rows: list[list[int]], *, share: bool, row_multiple: int = 0
+) -> torch.Tensor:
+    tokens, layout = pack_rows(rows, share_pair_prefix=share, row_multiple=row_multiple)
     return letter_logits(model, torch.tensor([tokens]), layout, LETTERS)
 
 
 @pytest.mark.parametrize("rows", [PAIRS, COMMON_PREFIX_PAIRS], ids=["pairs", "common_prefix"])
 @pytest.mark.parametrize("share", [True, False])
+@pytest.mark.parametrize("row_multiple", [0, 8], ids=["varlen_path", "whole_rows"])
 def test_packed_letter_logits_equal_padded_rows(
-    models: tuple[PreTrainedModel, PreTrainedModel], share: bool, rows: list[list[int]]
+    models: tuple[PreTrainedModel, PreTrainedModel], share: bool, rows: list[list[int]], row_multiple: int
 ) -> None:
     padded, packed = models
     with torch.no_grad():
         expected = _padded_logits(padded, rows)
-        got = _packed_logits(packed, rows, share=share)
+        got = _packed_logits(packed, rows, share=share, row_multiple=row_multiple)
         # The packing model runs padded batches through SDPA exactly as the plain one does.
         torch.testing.assert_close(_padded_logits(packed, rows), expected, atol=0, rtol=0)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
@@ -183,13 +208,17 @@ def test_packed_gradients_equal_padded_rows_through_lora(
         torch.testing.assert_close(grads[1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_score_packed_equals_score_sequences(models: tuple[PreTrainedModel, PreTrainedModel]) -> None:
+@pytest.mark.parametrize("row_multiple", [0, 16], ids=["varlen_path", "whole_rows"])
+def test_score_packed_equals_score_sequences(
+    models: tuple[PreTrainedModel, PreTrainedModel], row_multiple: int
+) -> None:
     from arena_assets.ranker.head import LetterHead
 
     padded, packed = LetterHead(models[0], LETTERS), LetterHead(models[1], LETTERS)
     cpu = torch.device("cpu")
     expected = score_sequences(padded, PAIRS, pad_token_id=0, token_budget=32, max_batch_rows=4, device=cpu)
-    got, shared = score_packed(packed, PAIRS, pairs=True, token_budget=20, device=cpu)
+    got, shared = score_packed(packed, PAIRS, pairs=True, token_budget=20, device=cpu,
+                               row_multiple=row_multiple)  # fmt: skip
     torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(expected), atol=1e-5, rtol=0)
     assert shared == 4 + 3 + 0
 
@@ -197,6 +226,19 @@ def test_score_packed_equals_score_sequences(models: tuple[PreTrainedModel, PreT
 def test_packed_rows_need_the_packing_model(models: tuple[PreTrainedModel, PreTrainedModel]) -> None:
     with pytest.raises(ValueError, match="pack_sequences"):
         _packed_logits(models[0], PAIRS, share=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the kernels of interest run on CUDA")
+def test_sdpa_on_gathered_rows_equals_rows_alone_on_the_gpu() -> None:
+    """bf16 at the 14B shape, each attention sequence gathered whole for SDPA (cuDNN's kernel on Hopper),
+    against fp32 rows computed alone."""
+    rows = [[1] * 300 + [2] * 500 + [3] * 700, [1] * 300 + [3] * 700 + [2] * 500, [4] * 90, [4] * 60 + [5]]
+    per_row, packed, layout = _attention_inputs(rows, "cuda", torch.bfloat16, 40, 8, 128, row_multiple=128)
+    with torch.no_grad():
+        got, _ = packed_attention(torch.nn.Module(), *packed, layout.to("cuda"))
+    expected = _rows_attention(*([t.float() for t in part] for part in per_row), rows)
+    assert layout.row_width == 1536 and got.shape[1] == len(expected)
+    torch.testing.assert_close(got[0].float(), expected, atol=2e-2, rtol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch's varlen kernel runs on CUDA")

@@ -150,19 +150,27 @@ def test_a_device_map_with_several_processes_is_refused_before_loading(
 def test_packed_scoring_gives_the_padded_logits(demo_backbone: Path, small_files: PairFiles, tmp_path: Path,
                                                 both_orders: bool) -> None:
     """Both orders of a pair in one packed pass, their prefix and the pass's system prompt computed once:
-    the padded run's logits."""
+    the padded run's logits; also with attention on whole rows through SDPA (`sdpa_row_multiple`)."""
     score(_config(demo_backbone, small_files.open_pairs, tmp_path / "padded", both_orders=both_orders))
     score(_config(demo_backbone, small_files.open_pairs, tmp_path / "packed", both_orders=both_orders,
                   pack_sequences=True))  # fmt: skip
+    score(_config(demo_backbone, small_files.open_pairs, tmp_path / "rows", both_orders=both_orders,
+                  pack_sequences=True, sdpa_row_multiple=64))  # fmt: skip
     padded = pd.read_parquet(tmp_path / "padded" / OUTPUT_NAME)
-    packed = pd.read_parquet(tmp_path / "packed" / OUTPUT_NAME)
-    assert list(packed.columns) == list(padded.columns)
-    assert packed["id"].tolist() == padded["id"].tolist()
-    np.testing.assert_allclose(packed.iloc[:, 1:].to_numpy(), padded.iloc[:, 1:].to_numpy(), atol=1e-4,
-                               rtol=0)  # fmt: skip
+    for name in ("packed", "rows"):
+        packed = pd.read_parquet(tmp_path / name / OUTPUT_NAME)
+        assert list(packed.columns) == list(padded.columns)
+        assert packed["id"].tolist() == padded["id"].tolist()
+        np.testing.assert_allclose(packed.iloc[:, 1:].to_numpy(), padded.iloc[:, 1:].to_numpy(), atol=1e-4,
+                                   rtol=0, err_msg=name)  # fmt: skip
     metrics = _metrics(tmp_path / "packed")
     assert metrics["padding_fraction"] == 0 and _metrics(tmp_path / "padded")["padding_fraction"] > 0
     # The system prompt (every row of a pass) and, with both orders, the query (a pair's two rows) are a good
     # share of these short rows: 0.45 and 0.37 of the row tokens.
     shared = metrics["shared_prefix_fraction"]
     assert (0.4 < shared < 0.5) if both_orders else (0.3 < shared < 0.4)
+
+
+def test_whole_row_attention_needs_packed_passes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="set pack_sequences true"):
+        _config(Path("unused"), tmp_path / "pairs.parquet", tmp_path / "scores", sdpa_row_multiple=128)
