@@ -10,8 +10,9 @@ attention reads the prefix's keys and values (gathered again) and its own, never
 linear layer sees a prefix once, and no position is padding.
 
 The layout reaches each attention layer as the decoder's attention mask, where `packed_attention` reads it:
-PyTorch's varlen flash kernel on a GPU, per-sequence SDPA elsewhere. A padded batch (a mask tensor) goes to
-transformers' SDPA unchanged, so one loaded model serves both.
+PyTorch's varlen flash kernel on a GPU, per-sequence SDPA elsewhere; or, for a layout packed with
+`row_multiple` (the scorer's `sdpa_row_multiple`), SDPA on each row gathered whole (`row_attention`). A
+padded batch (a mask tensor) goes to transformers' SDPA unchanged, so one loaded model serves both.
 """
 
 from __future__ import annotations
