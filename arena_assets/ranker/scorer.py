@@ -43,6 +43,7 @@ from arena_assets.ranker.config import ScoreConfig, config_to_dict
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame, read_pairs
 from arena_assets.ranker.fp8 import margin_agreement, quantize_linears, require_fp8
 from arena_assets.ranker.head import LetterHead, padded_tokens, score_packed, score_sequences
+from arena_assets.ranker.head_rows import watches_head_rows
 from arena_assets.ranker.modeling import decoder_layers, load_backbone, peak_memory_gb, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.profiling import StepProfiler, summary_metrics
@@ -79,6 +80,32 @@ def load_scoring_head(
             quantize_linears(decoder_layers(model))
     head = LetterHead(model, letter_token_ids(tokenizer), head_rows_only=config.head_rows_only).eval()
     return head, tokenizer, model.get_input_embeddings().weight.device
+
+
+def scoring_path_report(head: LetterHead, config: ScoreConfig) -> str:
+    """One log line saying how the scorer's passes run: rows, attention and the fast paths that are on."""
+    from arena_assets.ranker.fp8 import Fp8Linear
+
+    model = head.model.get_base_model() if hasattr(head.model, "get_base_model") else head.model
+    embedding = model.get_input_embeddings().weight
+    if config.pack_sequences:
+        if config.sdpa_row_multiple:
+            attention = f"SDPA on whole rows, widths a multiple of {config.sdpa_row_multiple}"
+        else:
+            attention = "the varlen flash kernel" if embedding.is_cuda else "SDPA a row at a time"
+        shared = "a row and its swap sharing their prefix, " if config.both_orders else ""
+        rows = f"packed ({shared}the system prompt once a pass), {config.token_budget} row tokens a pass"
+    else:
+        attention = model.config._attn_implementation
+        rows = f"padded, up to {config.token_budget} tokens and {config.max_batch_rows} rows a batch"
+    fp8 = any(isinstance(module, Fp8Linear) for module in model.modules())
+    return (
+        f"scoring {'both orders' if config.both_orders else 'one order'}: compute "
+        f"{str(embedding.dtype).removeprefix('torch.')}, rows {rows}, attention {attention}, "
+        f"liger {'on' if getattr(model, 'arena_liger', False) else 'off'}, last layer "
+        f"{'at the read rows only' if watches_head_rows(model.model) else 'at all positions'}, "
+        f"linear layers {'in e4m3' if fp8 else 'in the compute dtype'}"
+    )
 
 
 # Settings that change where things go or what is recorded, never the logits.
@@ -136,6 +163,7 @@ def score(config: ScoreConfig) -> dict[str, Any]:
         )  # fmt: skip
         if fp8_check:
             reporter.info(f"fp8 matmuls: {fp8_check}")
+        reporter.info(scoring_path_report(head, config))
 
         shard_count = -(-len(frame) // config.rows_per_shard)
         mine = [k for k in range(shard_count) if k % accelerator.num_processes == accelerator.process_index]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from arena_assets.ranker.artifacts import LOGITS_NAME as OUTPUT_NAME
 from arena_assets.ranker.artifacts import MANIFEST_NAME
@@ -174,3 +175,20 @@ def test_packed_scoring_gives_the_padded_logits(demo_backbone: Path, small_files
 def test_whole_row_attention_needs_packed_passes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="set pack_sequences true"):
         _config(Path("unused"), tmp_path / "pairs.parquet", tmp_path / "scores", sdpa_row_multiple=128)
+
+
+def test_the_log_line_names_how_the_passes_run(demo_backbone: Path, tmp_path: Path) -> None:
+    from arena_assets.ranker.scorer import load_scoring_head, scoring_path_report
+
+    cpu = torch.device("cpu")
+    rows = _config(demo_backbone, tmp_path / "pairs.parquet", tmp_path / "scores", pack_sequences=True,
+                   sdpa_row_multiple=64)  # fmt: skip
+    line = scoring_path_report(load_scoring_head(rows, cpu)[0], rows)
+    assert line.startswith("scoring both orders: compute float32, rows packed (a row and its swap sharing")
+    assert "attention SDPA on whole rows, widths a multiple of 64" in line
+    assert "last layer at the read rows only" in line and "linear layers in the compute dtype" in line
+    padded = _config(demo_backbone, tmp_path / "pairs.parquet", tmp_path / "scores", both_orders=False,
+                     head_rows_only=False)  # fmt: skip
+    line = scoring_path_report(load_scoring_head(padded, cpu)[0], padded)
+    assert line.startswith("scoring one order: compute float32, rows padded, up to 4096 tokens and 64 rows")
+    assert "attention sdpa" in line and "last layer at all positions" in line
