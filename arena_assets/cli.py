@@ -116,6 +116,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         device_map=args.device_map,
         tta_share=args.tta_share,
         tta_seconds=args.tta_seconds,
+        pack_sequences=args.pack_sequences,
     )
     if args.input is None:
         print(json.dumps(predict_one(config, *single), default=float))
@@ -211,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta-share", type=float, default=1.0, help="rows also scored swapped, least sure first"
     )
     predict.add_argument("--tta-seconds", type=float, default=0.0, help="time for the swapped pass; 0: none")
+    predict.add_argument(
+        "--pack-sequences",
+        action="store_true",
+        help="rows end to end, no padding, the system prompt once a pass (a GPU from Ampere on, or the CPU)",
+    )
     predict.set_defaults(func=cmd_predict)
 
     bundle = commands.add_parser("bundle", help="model + wheel + script for an offline notebook")

@@ -230,11 +230,7 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         _require(self.token_budget >= self.max_length, "token_budget must hold at least one max_length row")
         _require(self.rows_per_shard > 0, "rows_per_shard must be positive")
-        _require(self.sdpa_row_multiple >= 0, "sdpa_row_multiple must be 0 (varlen attention) or more")
-        _require(
-            not self.sdpa_row_multiple or self.pack_sequences,
-            "sdpa_row_multiple is how packed passes attend: set pack_sequences true, or sdpa_row_multiple 0",
-        )
+        _require_row_attention(self.sdpa_row_multiple, pack_sequences=self.pack_sequences)
         _require(self.fp8_check_rows >= 0, "fp8_check_rows must be 0 (no check) or more")
         _require(0.0 <= self.fp8_min_same_winner <= 1.0, "fp8_min_same_winner is a share, 0 to 1")
 
@@ -257,8 +253,12 @@ class PredictConfig:
     rebalance_truncation: bool = True
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, fp16 on older GPUs
     device_map: Literal["single", "auto"] = "single"  # auto: split a model too large for one GPU across all
-    token_budget: int = 16384  # padded tokens per batch
+    token_budget: int = 16384  # padded tokens per batch (packed: row tokens per forward pass)
     max_batch_rows: int = 64
+    # Rows end to end in one sequence, no padding, the system prompt computed once a pass (ranker/packing.py;
+    # on a GPU PyTorch's varlen flash kernel: PyTorch 2.10 or later, an Ampere or later GPU).
+    pack_sequences: bool = False
+    sdpa_row_multiple: int = 0  # packed passes' attention on whole rows through SDPA (see ScoreConfig)
     # The last decoder layer's queries, output projection and MLP at each row's last token only, the one the
     # letter head reads (ranker/head_rows.py): the same logits up to summation order, 2% fewer matmuls.
     head_rows_only: bool = True
@@ -269,6 +269,7 @@ class PredictConfig:
         _require(0.0 <= self.tta_share <= 1.0, "tta_share is a share in [0, 1]")
         _require(self.tta_seconds >= 0, "tta_seconds must not be negative")
         _require(self.token_budget >= self.max_length, "token_budget must hold at least one max_length row")
+        _require_row_attention(self.sdpa_row_multiple, pack_sequences=self.pack_sequences)
 
 
 @dataclass
@@ -289,6 +290,14 @@ class Stage2DatasetConfig:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+def _require_row_attention(sdpa_row_multiple: int, *, pack_sequences: bool) -> None:
+    _require(sdpa_row_multiple >= 0, "sdpa_row_multiple must be 0 (varlen attention) or more")
+    _require(
+        not sdpa_row_multiple or pack_sequences,
+        "sdpa_row_multiple is how packed passes attend: set pack_sequences true, or sdpa_row_multiple 0",
+    )
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from arena_assets.ranker.cli_args import parse_config
 from arena_assets.ranker.config import PredictConfig, TrainConfig
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame
 from arena_assets.ranker.evaluation import prob_b, swap_averaged_logits
-from arena_assets.ranker.head import LetterHead, score_sequences
+from arena_assets.ranker.head import LetterHead, score_packed, score_sequences
 from arena_assets.ranker.modeling import load_backbone, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.prompt import PromptTemplate, load_tokenizer
@@ -70,6 +70,7 @@ class Predictor:
             device=device,
             use_liger="off",
             device_map="auto" if spread else None,
+            packed=config.pack_sequences,
         )
         template = PromptTemplate.from_tokenizer(tokenizer)
         # Inputs go where the embeddings are: the first GPU of a device map.
@@ -93,6 +94,16 @@ class Predictor:
             rebalance=self.config.rebalance_truncation,
             swapped=swapped,
         )
+        if self.config.pack_sequences:
+            logits, _ = score_packed(
+                self.head,
+                encoded.input_ids,
+                pairs=False,
+                token_budget=self.config.token_budget,
+                device=self.device,
+                row_multiple=self.config.sdpa_row_multiple,
+            )
+            return logits
         return score_sequences(
             self.head,
             encoded.input_ids,

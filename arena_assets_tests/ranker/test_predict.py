@@ -120,6 +120,23 @@ def test_the_last_layer_at_the_read_rows_gives_the_same_logits(demo_run: DemoRun
     np.testing.assert_allclose(logits[True], logits[False], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_packed_passes_give_the_padded_logits(demo_run: DemoRun) -> None:
+    """Rows end to end, the system prompt once a pass, attended a row at a time or on whole rows through
+    SDPA: the padded batches' logits in both orders, up to fp32 summation order (as the scorer's test)."""
+    rows = pd.read_parquet(layout.rows_path(demo_run.settings, "wsdm_test")).head(16)
+    model = str(_final_model(demo_run))
+    padded = Predictor.load(PredictConfig(model=model, precision="fp32"))
+    for packing in ({"pack_sequences": True}, {"pack_sequences": True, "sdpa_row_multiple": 64}):
+        packed = Predictor.load(PredictConfig(model=model, precision="fp32", token_budget=2048, **packing))
+        for swapped in (False, True):
+            np.testing.assert_allclose(packed.logits(rows, swapped=swapped),
+                                       padded.logits(rows, swapped=swapped), rtol=0, atol=1e-4,
+                                       err_msg=f"{packing}, swapped {swapped}")  # fmt: skip
+    with pytest.raises(ValueError, match="set pack_sequences true"):
+        PredictConfig(model=model, sdpa_row_multiple=64)
+
+
 # `arena predict` runs in this process (cli.main is the console script's entry point): a child would spend
 # most of its seconds importing torch. The bundle test below runs the `arena` script itself.
 @pytest.mark.slow
@@ -146,6 +163,10 @@ def test_arena_predict_one_pair(demo_run: DemoRun, capsys: pytest.CaptureFixture
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["prob_a"] + result["prob_b"] == pytest.approx(1.0) and result["both_orders"]
     assert result["winner"] in {"model_a", "model_b"}
+    assert cli.main([*argv, "--pack-sequences"]) == 0  # the same pair, packed: the same probabilities
+    packed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert packed["prob_b"] == pytest.approx(result["prob_b"], abs=1e-4)
+    assert packed["winner"] == result["winner"]
 
 
 @pytest.mark.slow
