@@ -147,7 +147,7 @@ def _with_row_gathers(
 ) -> PackedLayout:
     """The layout with each attention sequence placed in a row of width its longest rounded up to
     `multiple`: its keys' packed positions, then padding (position 0, whose outputs are dropped)."""
-    width = -(-layout.max_k // multiple) * multiple
+    width = _round_up(layout.max_k, multiple)
     row_index = np.zeros(len(keys) * width, dtype=np.int64)
     row_output_index = np.empty(int(sum(query_lengths)), dtype=np.int64)
     for s, (positions, own) in enumerate(zip(keys, query_lengths, strict=True)):
@@ -165,8 +165,7 @@ def _with_row_gathers(
 def packed_groups(lengths: Sequence[int], *, token_budget: int, pairs: bool) -> list[list[int]]:
     """Row indices grouped longest-first into packs of at most `token_budget` row tokens (whole pairs
     when `pairs`; a pair or row over the budget goes alone)."""
-    step = 2 if pairs else 1
-    units = [list(range(i, min(i + step, len(lengths)))) for i in range(0, len(lengths), step)]
+    units = _units(len(lengths), pairs=pairs)
     units.sort(key=lambda unit: -sum(lengths[r] for r in unit))
     groups: list[list[int]] = []
     size = 0
@@ -186,16 +185,25 @@ def row_groups(lengths: Sequence[int], *, token_budget: int, pairs: bool, multip
     its longest row rounded up to `multiple`, and it holds as many rows (whole pairs when `pairs`) as fit
     `token_budget` at that width. So a pack's shape follows from its width alone, and packs of one width
     repeat the shape whose cuDNN plan the first of them built."""
-    step = 2 if pairs else 1
-    units = [list(range(i, min(i + step, len(lengths)))) for i in range(0, len(lengths), step)]
+    units = _units(len(lengths), pairs=pairs)
     units.sort(key=lambda unit: -max(lengths[r] for r in unit))
     groups: list[list[int]] = []
     while units:
-        width = -(-max(lengths[r] for r in units[0]) // multiple) * multiple
-        count = max(1, token_budget // (width * step))
+        width = _round_up(max(lengths[r] for r in units[0]), multiple)
+        count = max(1, token_budget // (width * (2 if pairs else 1)))  # units a pack holds
         groups.append([r for unit in units[:count] for r in unit])
         units = units[count:]
     return groups
+
+
+def _units(count: int, *, pairs: bool) -> list[list[int]]:
+    """The rows that go into a pack together: pairs (2i, 2i + 1), or each row alone."""
+    step = 2 if pairs else 1
+    return [list(range(i, min(i + step, count))) for i in range(0, count, step)]
+
+
+def _round_up(length: int, multiple: int) -> int:
+    return -(-length // multiple) * multiple
 
 
 def packed_attention(
