@@ -27,7 +27,9 @@ RECIPE = {**FAST, "gradient_checkpointing": 0.0, "micro_batch_tokens": 8192}
 # path may stray from the fp32 curve at most this many times as far (per-step mean and largest difference).
 LOSS_CURVE_SLACK = 1.5
 
-FP8 = {"use_liger": "auto", "pack_sequences": True, "fp8_matmuls": True, "fp8_min_same_winner": 0.0}
+# The scorer's packed bf16 path: both orders of a pair in one pass, liger's kernels where installed.
+SCORE_PACKED = {"use_liger": "auto", "pack_sequences": True}
+FP8 = {**SCORE_PACKED, "fp8_matmuls": True, "fp8_min_same_winner": 0.0}
 # Training in e4m3: random weights amplify its rounding (the loss check's fast_fp8 curve), so, as in scoring,
 # the trainer's own check only reports here (fp8_grad_cosine in the metrics), with no minimum.
 FP8_TRAIN = {"fp8_matmuls": True, "fp8_min_grad_cosine": -1.0}
@@ -137,10 +139,9 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
         "train", 4096, {**FAST, "gradient_checkpointing": 0.25, "fused_lora_dropout": False}),
     "score_2048_plain": ("score", 2048, {"use_liger": "off", "head_rows_only": False}),
     "score_2048_fast": ("score", 2048, {"use_liger": "auto"}),
-    "score_2048_packed": ("score", 2048, {"use_liger": "auto", "pack_sequences": True}),
+    "score_2048_packed": ("score", 2048, SCORE_PACKED),
     # Passes 3 and 4 recorded with torch.profiler: time per pass by kind of work.
-    "score_2048_packed_profiled": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
-                                                   "profile_passes": 2}),
+    "score_2048_packed_profiled": ("score", 2048, {**SCORE_PACKED, "profile_passes": 2}),
     # The decoder's linear layers in float8 e4m3 (ranker/fp8.py); the bench compares its logits with the
     # packed bf16 run's (the same random weights: random_init is seeded). Random weights do not keep their
     # winners under fp8 as a trained model does, so the scorer's own check only reports here (no minimum).
@@ -149,33 +150,24 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "score_real_packed_fp8": ("score", "real", FP8),
     "score_real_plain": ("score", "real", {"use_liger": "off", "head_rows_only": False}),
     "score_real_fast": ("score", "real", {"use_liger": "auto"}),
-    "score_real_packed": ("score", "real", {"use_liger": "auto", "pack_sequences": True}),
-    "score_real_packed_profiled": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
-                                                     "profile_passes": 2}),
+    "score_real_packed": ("score", "real", SCORE_PACKED),
+    "score_real_packed_profiled": ("score", "real", {**SCORE_PACKED, "profile_passes": 2}),
     # The qwen14b recipe's scoring budget (ScoreConfig's default, 16,384 row tokens a pass) against the
     # bench's 8 x max_length.
-    "score_real_packed_16k": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
-                                                "token_budget": 16384}),
+    "score_real_packed_16k": ("score", "real", {**SCORE_PACKED, "token_budget": 16384}),
     # Attention through SDPA on each row gathered whole (cuDNN's kernel on Hopper), the batch's width the
     # longest row rounded up to 64, 128 or 256 so that cuDNN's plans, built once a shape, repeat.
-    "score_real_packed_rows64": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
-                                                   "sdpa_row_multiple": 64}),
-    "score_real_packed_rows128": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
-                                                    "sdpa_row_multiple": 128}),
-    "score_real_packed_rows256": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
-                                                    "sdpa_row_multiple": 256}),
-    "score_real_packed_rows128_profiled": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
+    "score_real_packed_rows64": ("score", "real", {**SCORE_PACKED, "sdpa_row_multiple": 64}),
+    "score_real_packed_rows128": ("score", "real", {**SCORE_PACKED, "sdpa_row_multiple": 128}),
+    "score_real_packed_rows256": ("score", "real", {**SCORE_PACKED, "sdpa_row_multiple": 256}),
+    "score_real_packed_rows128_profiled": ("score", "real", {**SCORE_PACKED,
                                                              "sdpa_row_multiple": 128, "profile_passes": 2}),
     "score_real_packed_fp8_rows128": ("score", "real", {**FP8, "sdpa_row_multiple": 128}),
     "score_real_packed_fp8_rows256": ("score", "real", {**FP8, "sdpa_row_multiple": 256}),
-    "score_real_packed_64k": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
-                                                "token_budget": 65536}),
-    "score_real_packed_128k": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
-                                                 "token_budget": 131072}),
-    "score_2048_packed_all_rows": ("score", 2048, {"use_liger": "auto", "pack_sequences": True,
-                                                   "head_rows_only": False}),
-    "score_real_packed_all_rows": ("score", "real", {"use_liger": "auto", "pack_sequences": True,
-                                                     "head_rows_only": False}),
+    "score_real_packed_64k": ("score", "real", {**SCORE_PACKED, "token_budget": 65536}),
+    "score_real_packed_128k": ("score", "real", {**SCORE_PACKED, "token_budget": 131072}),
+    "score_2048_packed_all_rows": ("score", 2048, {**SCORE_PACKED, "head_rows_only": False}),
+    "score_real_packed_all_rows": ("score", "real", {**SCORE_PACKED, "head_rows_only": False}),
 }
 
 LOSS_RUNS = {
