@@ -27,6 +27,9 @@ RECIPE = {**FAST, "gradient_checkpointing": 0.0, "micro_batch_tokens": 8192}
 # path may stray from the fp32 curve at most this many times as far (per-step mean and largest difference).
 LOSS_CURVE_SLACK = 1.5
 
+# The plain merged-model baseline: padded rows, no liger, every layer at every position, the residual added
+# after the matmuls as the model's own layers do.
+SCORE_PLAIN = {"use_liger": "off", "head_rows_only": False, "residual_in_matmul": False}
 # The scorer's packed bf16 path: both orders of a pair in one pass, liger's kernels where installed.
 SCORE_PACKED = {"use_liger": "auto", "pack_sequences": True}
 FP8 = {**SCORE_PACKED, "fp8_matmuls": True, "fp8_min_same_winner": 0.0}
@@ -137,7 +140,7 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
         "train", "real", {**RECIPE, **STEP_16, "pack_sequences": True, "fused_lora_dropout": False}),
     "train_4096_fast_quarter_torch_dropout": (
         "train", 4096, {**FAST, "gradient_checkpointing": 0.25, "fused_lora_dropout": False}),
-    "score_2048_plain": ("score", 2048, {"use_liger": "off", "head_rows_only": False}),
+    "score_2048_plain": ("score", 2048, SCORE_PLAIN),
     "score_2048_fast": ("score", 2048, {"use_liger": "auto"}),
     "score_2048_packed": ("score", 2048, SCORE_PACKED),
     # Passes 3 and 4 recorded with torch.profiler: time per pass by kind of work.
@@ -148,10 +151,16 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "score_2048_packed_fp8": ("score", 2048, FP8),
     "score_2048_packed_fp8_profiled": ("score", 2048, {**FP8, "profile_passes": 2}),
     "score_real_packed_fp8": ("score", "real", FP8),
-    "score_real_plain": ("score", "real", {"use_liger": "off", "head_rows_only": False}),
+    "score_real_plain": ("score", "real", SCORE_PLAIN),
     "score_real_fast": ("score", "real", {"use_liger": "auto"}),
     "score_real_packed": ("score", "real", SCORE_PACKED),
     "score_real_packed_profiled": ("score", "real", {**SCORE_PACKED, "profile_passes": 2}),
+    # The residual added by its own kernel after each output matmul, as the scorer did until 2026-11-29.
+    "score_real_packed_add_after": ("score", "real", {**SCORE_PACKED, "residual_in_matmul": False}),
+    "score_real_packed_add_after_profiled": ("score", "real", {**SCORE_PACKED, "residual_in_matmul": False,
+                                                               "profile_passes": 2}),
+    "score_real_packed_fp8_rows256_add_after": ("score", "real", {**FP8, "sdpa_row_multiple": 256,
+                                                                  "residual_in_matmul": False}),
     # The qwen14b recipe's scoring budget (ScoreConfig's default, 16,384 row tokens a pass) against the
     # bench's 8 x max_length.
     "score_real_packed_16k": ("score", "real", {**SCORE_PACKED, "token_budget": 16384}),

@@ -214,6 +214,9 @@ class ScoreConfig:
     # The last decoder layer's queries, output projection and MLP at each row's last token only, the one the
     # letter head reads (ranker/head_rows.py): the same logits up to summation order, 2% fewer matmuls.
     head_rows_only: bool = True
+    # Each layer's attention output and MLP projections accumulate into the residual stream in their matmuls
+    # (ranker/residual_matmul.py): no separate add kernels; the sum rounded once instead of twice.
+    residual_in_matmul: bool = True
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     # The decoder's linear layers in float8 e4m3 (ranker/fp8.py; a GPU with fp8 tensor cores, or the CPU):
     # weights per output channel, inputs per token. Faster; the logits move by e4m3's rounding.
@@ -262,6 +265,7 @@ class PredictConfig:
     # The last decoder layer's queries, output projection and MLP at each row's last token only, the one the
     # letter head reads (ranker/head_rows.py): the same logits up to summation order, 2% fewer matmuls.
     head_rows_only: bool = True
+    residual_in_matmul: bool = True  # the residual added inside the output matmuls (see ScoreConfig)
     tta_share: float = 1.0  # share of rows, least certain first, that are also scored swapped (0: none)
     tta_seconds: float = 0.0  # time budget for the swapped pass (0: none)
 

@@ -31,10 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from arena_assets.ranker.residual_matmul import ResidualAddLinear
+
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = float(torch.finfo(E4M3).max)  # 448
 # A row of zeros keeps a finite scale.
 MIN_AMAX = 1e-12
+# What quantize_linears replaces: nn.Linear, also when it adds a residual in its matmul (whose layer then
+# adds it after the fp8 one).
+PLAIN_LINEARS = (nn.Linear, ResidualAddLinear)
 _QUANTIZED = "_arena_fp8"  # the tensor attribute holding an input's quantization, for its sibling projections
 
 
@@ -185,7 +190,7 @@ def quantize_linears(layers: list[nn.Module], *, backward: bool = False, forward
     for layer in layers:
         for parent in list(layer.modules()):
             for name, child in list(parent.named_children()):
-                if type(child) is not nn.Linear or (backward and child.weight.requires_grad):
+                if type(child) not in PLAIN_LINEARS or (backward and child.weight.requires_grad):
                     continue
                 if child.in_features % 16 or child.out_features % 16:
                     raise ValueError(

@@ -17,6 +17,7 @@ from torch import nn
 from arena_assets.ranker.collate import collate_rows, to_device
 from arena_assets.ranker.head_rows import watch_head_rows, watches_head_rows
 from arena_assets.ranker.packing import ATTENTION_NAME, PackedLayout, pack_rows, packed_groups, row_groups
+from arena_assets.ranker.residual_matmul import add_residual_in_matmuls
 
 # Attention implementations that run causally when they are given no mask.
 CAUSAL_WITHOUT_MASK = frozenset({"sdpa", "flash_attention_2"})
@@ -121,11 +122,18 @@ class LetterHead(nn.Module):
     """Wraps a (peft) causal LM so that forward returns the two letter logits [B, 2].
 
     DDP hooks run on a module's forward, so the letter head itself is the module accelerate wraps. With
-    `head_rows_only` the last decoder layer computes only what the head reads (ranker/head_rows.py).
+    `head_rows_only` the last decoder layer computes only what the head reads (ranker/head_rows.py); with
+    `residual_in_matmul` the layers add their residual inside their output matmuls when run without
+    gradients (ranker/residual_matmul.py).
     """
 
     def __init__(
-        self, model: nn.Module, letter_ids: tuple[int, int], *, head_rows_only: bool = False
+        self,
+        model: nn.Module,
+        letter_ids: tuple[int, int],
+        *,
+        head_rows_only: bool = False,
+        residual_in_matmul: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -133,6 +141,8 @@ class LetterHead(nn.Module):
         self.register_buffer("letter_index", torch.tensor(letter_ids), persistent=False)
         if head_rows_only:
             self.watch_head_rows()
+        if residual_in_matmul:
+            add_residual_in_matmuls(_causal_lm(model).get_decoder())
 
     def watch_head_rows(self) -> bool:
         """The last layer computed at the read positions only; call again after replacing its modules

@@ -76,7 +76,12 @@ class Predictor:
         # Inputs go where the embeddings are: the first GPU of a device map.
         device = model.get_input_embeddings().weight.device
         return cls(
-            LetterHead(model, template.letter_ids, head_rows_only=config.head_rows_only).eval(),
+            LetterHead(
+                model,
+                template.letter_ids,
+                head_rows_only=config.head_rows_only,
+                residual_in_matmul=config.residual_in_matmul,
+            ).eval(),
             template,
             tokenizer.pad_token_id,
             device,

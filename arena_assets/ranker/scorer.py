@@ -48,6 +48,7 @@ from arena_assets.ranker.modeling import decoder_layers, load_backbone, peak_mem
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.profiling import StepProfiler, summary_metrics
 from arena_assets.ranker.prompt import PromptTemplate, letter_token_ids, load_tokenizer
+from arena_assets.ranker.residual_matmul import adds_residual_in_matmuls
 
 
 def load_scoring_head(
@@ -78,7 +79,12 @@ def load_scoring_head(
             model = model.merge_and_unload()  # the adapter's update inside the weights that are quantized
         if quantize:
             quantize_linears(decoder_layers(model))
-    head = LetterHead(model, letter_token_ids(tokenizer), head_rows_only=config.head_rows_only).eval()
+    head = LetterHead(
+        model,
+        letter_token_ids(tokenizer),
+        head_rows_only=config.head_rows_only,
+        residual_in_matmul=config.residual_in_matmul,
+    ).eval()
     return head, tokenizer, model.get_input_embeddings().weight.device
 
 
@@ -104,7 +110,8 @@ def scoring_path_report(head: LetterHead, config: ScoreConfig) -> str:
         f"{str(embedding.dtype).removeprefix('torch.')}, rows {rows}, attention {attention}, "
         f"liger {'on' if getattr(model, 'arena_liger', False) else 'off'}, last layer "
         f"{'at the read rows only' if watches_head_rows(model.model) else 'at all positions'}, "
-        f"linear layers {'in e4m3' if fp8 else 'in the compute dtype'}"
+        f"linear layers {'in e4m3' if fp8 else 'in the compute dtype'}, residual added "
+        f"{'in the output matmuls' if adds_residual_in_matmuls(model.model) else 'after them'}"
     )
 
 

@@ -187,8 +187,10 @@ def test_the_log_line_names_how_the_passes_run(demo_backbone: Path, tmp_path: Pa
     assert line.startswith("scoring both orders: compute float32, rows packed (a row and its swap sharing")
     assert "attention SDPA on whole rows, widths a multiple of 64" in line
     assert "last layer at the read rows only" in line and "linear layers in the compute dtype" in line
+    assert line.endswith("residual added in the output matmuls")
     padded = _config(demo_backbone, tmp_path / "pairs.parquet", tmp_path / "scores", both_orders=False,
-                     head_rows_only=False)  # fmt: skip
+                     head_rows_only=False, residual_in_matmul=False)  # fmt: skip
     line = scoring_path_report(load_scoring_head(padded, cpu)[0], padded)
     assert line.startswith("scoring one order: compute float32, rows padded, up to 4096 tokens and 64 rows")
     assert "attention sdpa" in line and "last layer at all positions" in line
+    assert line.endswith("residual added after them")
