@@ -10,7 +10,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from arena_assets.ranker.config import ScoreConfig, TrainConfig, config_from_dict
+from arena_assets.ranker.config import PredictConfig, ScoreConfig, TrainConfig, config_from_dict
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -36,6 +36,11 @@ def test_every_variant_and_loss_run_is_a_config_its_entry_point_accepts(
             assert "gradient_checkpointing" in extra, name  # the bench's FLOP count reads it
             config = config_from_dict(TrainConfig, values)
             assert config.random_init and config.max_length == max_length, name
+        elif kind == "predict":
+            values = variants.predict_config(model=tmp_path / "model", max_length=max_length, extra=extra,
+                                             work=tmp_path, data=paths["data"])  # fmt: skip
+            config = config_from_dict(PredictConfig, values)
+            assert config.random_init and config.metrics_path and config.tta_share == 1.0, name
         else:
             values = variants.score_config(model=tmp_path / "model", name=name, max_length=max_length,
                                            extra=extra, random_init=True, **paths)  # fmt: skip
@@ -46,6 +51,7 @@ def test_every_variant_and_loss_run_is_a_config_its_entry_point_accepts(
                                                                     steps=50, **paths))  # fmt: skip
         assert config.resume and config.checkpoint_every_minutes > 0, name  # a cut run resumes next call
     assert {v for v in variants.VARIANTS if v.endswith("_80gb")}  # the memory cap has variants
+    assert {kind for kind, _, _ in variants.VARIANTS.values()} == {"train", "score", "predict"}
     assert all(variants.VARIANTS[v][2]["gpu_memory_gib"] == 78.6 for v in variants.VARIANTS if "_80gb" in v)
 
 

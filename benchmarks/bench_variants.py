@@ -175,6 +175,12 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "score_real_packed_fp8_rows256": ("score", "real", {**FP8, "sdpa_row_multiple": 256}),
     "score_real_packed_64k": ("score", "real", {**SCORE_PACKED, "token_budget": 65536}),
     "score_real_packed_128k": ("score", "real", {**SCORE_PACKED, "token_budget": 131072}),
+    # The predictor (`arena predict`: every row in its order, then all of them swapped, tta_share 1) on the
+    # same pairs: as it ran until 2026-11-29 (padded, no liger, the residual added after), its defaults now,
+    # and the qwen14b recipe's predict.yaml (rows packed).
+    "predict_real_plain": ("predict", "real", {"use_liger": "off", "residual_in_matmul": False}),
+    "predict_real_padded": ("predict", "real", {}),
+    "predict_real_packed": ("predict", "real", {"pack_sequences": True}),
     "score_2048_packed_all_rows": ("score", 2048, {**SCORE_PACKED, "head_rows_only": False}),
     "score_real_packed_all_rows": ("score", "real", {**SCORE_PACKED, "head_rows_only": False}),
 }
@@ -235,6 +241,23 @@ def score_config(
     if "profile_passes" in extra:
         config["profile_dir"] = str(work / f"profile_{name}")
     return config
+
+
+def predict_config(work: Path, model: Path, data: Path, *, max_length: int, extra: dict) -> dict:
+    """The predictor's config of a prediction variant: every row of `data`, both orders, random weights."""
+    run = work / f"predict_{time.time_ns()}"
+    return {
+        "model": str(model),
+        "random_init": True,
+        "input_path": str(data),
+        "output_path": str(run / "predictions.csv"),
+        "metrics_path": str(run / "metrics.json"),
+        "max_length": max_length,
+        "token_budget": 8 * max_length,
+        "precision": "bf16",
+        "tta_share": 1.0,
+        **extra,
+    }
 
 
 def loss_config(work: Path, backbone: Path, data: Path, name: str, *, steps: int) -> dict:

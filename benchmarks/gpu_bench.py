@@ -1,4 +1,4 @@
-"""Time the ranker's trainer and scorer on a GPU: the straightforward recipe beside the fast paths.
+"""Time the ranker's trainer, scorer and predictor on a GPU: the straightforward recipe beside the fast paths.
 
     PYTHONPATH=. python benchmarks/gpu_bench.py --out $OUT [--only train_2048_plain,...] [--real .e2e]
 
@@ -18,7 +18,9 @@ still on one GPU). `*_profiled` variants record two steps with torch.profiler an
 time went; `*_80gb` variants cap torch's allocator at what an 80 GB GPU leaves a process
 (bench_variants.GPU_80GB). A variant named twice in --only runs twice and keeps the later run's figures:
 the first run on a fresh machine pays Triton's compilation (11-14% slow), so name the first variant again.
-`--score-rows N` scores N WSDM-like pairs instead of 256 in the `score_real_*` variants.
+`--score-rows N` scores N WSDM-like pairs instead of 256 in the `score_real_*` variants. The `predict_real_*`
+variants run `python -m arena_assets.ranker.predict` on the same pairs, every row in both orders
+(`tokens_per_second` counts both).
 
 The 14B shape is a config.json plus a tokenizer; the trainer and scorer build it with random weights on the
 GPU (`random_init`), so no download is needed. Equal-length rows fill max_length exactly; the `*_real`
@@ -43,7 +45,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from bench_variants import LOSS_CHECKED, LOSS_RUNS, VARIANTS, loss_config, score_config, train_config
+from bench_variants import (
+    LOSS_CHECKED,
+    LOSS_RUNS,
+    VARIANTS,
+    loss_config,
+    predict_config,
+    score_config,
+    train_config,
+)
 from loss_check import compare_loss_curves
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,8 +280,8 @@ def run_entry(
     (work / f"{name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout)[-1500:], "wall": wall}
-    metrics_dir = Path(config["output_dir"])
-    metrics = json.loads((metrics_dir / "metrics.json").read_text())
+    metrics_path = Path(config.get("metrics_path") or Path(config["output_dir"]) / "metrics.json")
+    metrics = json.loads(metrics_path.read_text())
     kept = {k: v for k, v in metrics.items() if keep_curve or k != "train_loss_curve"}
     # Which GPU ran it: two GPUs of one host differ by a few percent, so a comparison names its GPUs.
     gpu = SLOTS.env().get("CUDA_VISIBLE_DEVICES")
@@ -318,6 +328,13 @@ def score_variant(
     return {**result, "flops_per_token": 2.0 * NON_EMBEDDING_PARAMS_14B} if random_init else result
 
 
+def predict_variant(work: Path, model: Path, data: Path, *, name: str, max_length: int, extra: dict) -> dict:
+    """`arena predict` on every row of `data`, then on all of them swapped (`predict_config`)."""
+    config = predict_config(work, model, data, max_length=max_length, extra=extra)
+    result = run_entry("arena_assets.ranker.predict", config, work, name)
+    return {**result, "flops_per_token": 2.0 * NON_EMBEDDING_PARAMS_14B}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -360,7 +377,7 @@ def main() -> None:
                 return {"error": f"no {args.real}/tokenizer: run `python benchmarks/gpu_e2e.py data --dir "
                                  ".e2e` here and carry .e2e"}  # fmt: skip
             model = write_14b_dir(work, args.real / "tokenizer", "qwen14b-shape-real")
-            count = 64 if kind == "train" else args.score_rows
+            count = 64 if kind == "train" else args.score_rows  # pairs scored, or predicted, both orders
             rows = real_pairs(work, args.real, count, swaps=kind == "train")
             length = 4096
         else:
@@ -368,6 +385,8 @@ def main() -> None:
         if kind == "train":
             return train_variant(work, model, rows, name=name, max_length=length, extra=extra,
                                  steps=args.steps)  # fmt: skip
+        if kind == "predict":
+            return predict_variant(work, model, rows, name=name, max_length=length, extra=extra)
         return score_variant(work, model, rows, name=name, max_length=length, extra=extra, random_init=True)
 
     chosen = [v for v in args.only.split(",") if v] or [*VARIANTS, "loss_2048"]
@@ -435,11 +454,13 @@ def print_table(results: dict, chosen: list[str], peak: float) -> None:
                   f"{r['fast_vs_fp32_max']:.4f} (slack {r['slack']}x): "
                   f"{'within' if r['within_tolerance'] else 'OUTSIDE'}")  # fmt: skip
             continue
-        rate = r.get("train_tokens_per_second") or r.get("scoring_tokens_per_second") or 0.0
+        rate = r.get("train_tokens_per_second") or r.get("scoring_tokens_per_second") or r.get(
+            "tokens_per_second", 0.0)
         share = f"{rate * r['flops_per_token'] / (peak * 1e12):.2f}" if "flops_per_token" in r else ""
         kind, length = name.split("_")[:2]
         base = results.get(f"{kind}_{length}_plain") or results.get(f"{kind}_2048_plain") or {}
-        base_rate = base.get("train_tokens_per_second") or base.get("scoring_tokens_per_second")
+        base_rate = base.get("train_tokens_per_second") or base.get("scoring_tokens_per_second") or base.get(
+            "tokens_per_second")
         profiled = {"profile_steps", "profile_passes"} & set(VARIANTS.get(name, ("", 0, {}))[2])
         ratio = "profiled" if profiled else (
             f"{rate / base_rate:.2f}x" if base_rate else "")  # a profiled rate pays the profiler's cost

@@ -248,10 +248,12 @@ class PredictConfig:
     """
 
     model: str = ""  # merged model directory (what final_model writes); any Qwen2/Llama-style causal LM
+    random_init: bool = False  # benchmarks only: model from its config.json with random weights
     input_path: str = ""  # parquet or CSV with id_column, prompt, response_a, response_b
     id_column: str = "id"
     output_path: str = ""  # CSV: id, prob_a, prob_b, winner, both_orders
     submission_path: str = ""  # optional: Kaggle `id,winner` CSV beside it
+    metrics_path: str = ""  # optional: what the run measured (rows, tokens, seconds, rates) as JSON
     max_length: int = 0  # 0: the max length the model was trained with (its ranker.json)
     rebalance_truncation: bool = True
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, fp16 on older GPUs
@@ -262,6 +264,7 @@ class PredictConfig:
     # on a GPU PyTorch's varlen flash kernel: PyTorch 2.10 or later, an Ampere or later GPU).
     pack_sequences: bool = False
     sdpa_row_multiple: int = 0  # packed passes' attention on whole rows through SDPA (see ScoreConfig)
+    use_liger: Literal["auto", "on", "off"] = "auto"  # liger-kernel's RMSNorm, SwiGLU and RoPE (GPU only)
     # The last decoder layer's queries, output projection and MLP at each row's last token only, the one the
     # letter head reads (ranker/head_rows.py): the same logits up to summation order, 2% fewer matmuls.
     head_rows_only: bool = True

@@ -35,7 +35,7 @@ from arena_assets.ranker.config import PredictConfig, TrainConfig
 from arena_assets.ranker.data import PAIR_COLUMNS, encode_frame
 from arena_assets.ranker.evaluation import prob_b, swap_averaged_logits
 from arena_assets.ranker.head import LetterHead, score_packed, score_sequences
-from arena_assets.ranker.modeling import load_backbone, resolve_dtype
+from arena_assets.ranker.modeling import load_backbone, peak_memory_gb, resolve_dtype
 from arena_assets.ranker.pipes import path_value, pipes_reporter
 from arena_assets.ranker.prompt import PromptTemplate, load_tokenizer
 
@@ -52,6 +52,7 @@ class Predictor:
     pad_token_id: int
     device: torch.device
     config: PredictConfig
+    tokens_scored: int = 0  # the encoded rows' tokens through the model so far, both orders counted
 
     @classmethod
     def load(cls, config: PredictConfig) -> Predictor:
@@ -68,7 +69,8 @@ class Predictor:
             config.model,
             dtype=resolve_dtype(config.precision, device),
             device=device,
-            use_liger="off",
+            use_liger=config.use_liger,
+            random_init=config.random_init,
             device_map="auto" if spread else None,
             packed=config.pack_sequences,
         )
@@ -99,6 +101,7 @@ class Predictor:
             rebalance=self.config.rebalance_truncation,
             swapped=swapped,
         )
+        self.tokens_scored += sum(len(ids) for ids in encoded.input_ids)
         if self.config.pack_sequences:
             logits, _ = score_packed(
                 self.head,
@@ -183,14 +186,20 @@ def predict(config: PredictConfig, *, clock: Callable[[], float] = time.monotoni
         atomic_write_text(
             Path(config.submission_path), frame.assign(id=ids)[["id", "winner"]].to_csv(index=False)
         )
-    return {
+    metrics = {
         "rows": len(frame),
         "rows_both_orders": int(frame["both_orders"].sum()),
         "rows_per_second": len(frame) / seconds if seconds else 0.0,
+        "tokens_scored": predictor.tokens_scored,
+        "tokens_per_second": predictor.tokens_scored / seconds if seconds else 0.0,
         "predict_seconds": seconds,
         "wall_seconds": time.perf_counter() - start,
+        "peak_memory_gb": peak_memory_gb(),
         "share_model_b": float((frame["winner"] == "model_b").mean()) if len(frame) else float("nan"),
     }
+    if config.metrics_path:
+        atomic_write_text(Path(config.metrics_path), json.dumps(metrics, indent=2))
+    return metrics
 
 
 def predict_one(config: PredictConfig, prompt: str, response_a: str, response_b: str) -> dict[str, Any]:

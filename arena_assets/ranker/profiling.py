@@ -20,7 +20,10 @@ from torch.profiler import ProfilerAction, ProfilerActivity, profile, schedule
 
 from arena_assets.ranker.artifacts import atomic_write_text
 
-MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm"})
+# addmm_: a matmul accumulated into its output (the scorer's residual, LoRA's update in training).
+MATMUL_OPS = frozenset(
+    {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm"}
+)
 ATTENTION_MARKERS = ("attention", "flash", "cudnn", "efficient", "varlen", "fmha")
 OPTIMIZER_MARKERS = ("adam", "optimizer")
 COPY_OPS = frozenset({"aten::copy_", "aten::to", "aten::_to_copy", "aten::contiguous", "aten::clone"})

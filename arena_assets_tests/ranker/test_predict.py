@@ -21,6 +21,7 @@ from arena_assets.assets import layout
 from arena_assets.ranker import predict as predict_module
 from arena_assets.ranker.card import SNIPPET
 from arena_assets.ranker.config import PredictConfig
+from arena_assets.ranker.data import encode_frame
 from arena_assets.ranker.evaluation import prob_b
 from arena_assets.ranker.modeling import resolve_dtype
 from arena_assets.ranker.predict import Predictor, least_certain_first, predict_frame
@@ -152,6 +153,26 @@ def test_arena_predict_on_a_file_equals_the_submission_asset(
     pd.testing.assert_frame_equal(ours, pd.read_csv(layout.submission_path(demo_run.settings)))
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     assert list(predictions.columns) == list(predict_module.PREDICTION_COLUMNS)
+
+
+@pytest.mark.slow
+def test_the_run_writes_what_it_measured(demo_run: DemoRun, tmp_path: Path) -> None:
+    """metrics_path: the returned figures as JSON; the tokens counted are every encoded row's, both orders."""
+    test = layout.rows_path(demo_run.settings, "wsdm_test")
+    metrics_path = tmp_path / "m" / "m.json"
+    config = PredictConfig(model=str(_final_model(demo_run)), input_path=str(test),
+                           output_path=str(tmp_path / "p.csv"), metrics_path=str(metrics_path))  # fmt: skip
+    metrics = predict_module.predict(config)
+    assert json.loads(metrics_path.read_text()) == pytest.approx(metrics)
+    predictor = Predictor.load(config)
+    rows = predict_module.read_pairs_file(test, "id")
+    expected = sum(
+        len(ids) for swapped in (False, True)
+        for ids in encode_frame(predictor.template, rows, max_length=predictor.config.max_length,
+                                rebalance=True, swapped=swapped).input_ids
+    )  # fmt: skip
+    assert metrics["tokens_scored"] == expected and metrics["rows_both_orders"] == len(rows)
+    assert metrics["tokens_per_second"] == pytest.approx(expected / metrics["predict_seconds"])
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ from arena_assets_tests.ranker.conftest import PairFiles
         ("aten::mm", [[4096, 5120], [5120, 5120]], "matmul"),
         ("aten::mm", [[4096, 5120], [5120, 64]], "lora_matmul"),
         ("aten::addmm", [[64], [4096, 64], [64, 5120]], "lora_matmul"),
+        ("aten::addmm_", [[4096, 5120], [4096, 13824], [13824, 5120]], "matmul"),
+        ("aten::addmm_", [[4096, 5120], [4096, 64], [64, 5120]], "lora_matmul"),
         ("aten::_flash_attention_forward", [[1, 40, 2048, 128]], "attention"),
         ("aten::_scaled_dot_product_cudnn_attention_backward", [], "attention"),
         ("aten::_fused_adamw_", [], "optimizer"),

@@ -153,11 +153,11 @@ def test_a_failed_pass_leaves_no_residual_behind(tiny_backbone_dir: Path) -> Non
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="cuBLAS's epilogue and liger's kernels run on CUDA")
 def test_bf16_on_the_gpu_as_close_to_fp32_as_the_plain_layers(tmp_path: Path) -> None:
-    """A Qwen2 model of 8 layers at 1,024 wide, random weights, packed rows, liger's kernels: the layers that
-    add in their matmuls stay as close to the fp32 logits as the plain bf16 layers."""
+    """A Qwen2 model of 8 layers at 1,024 wide, random weights, rows of 300 to 580 tokens, liger's kernels:
+    the layers that add in their matmuls stay as close to the fp32 logits as the plain bf16 layers."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from arena_assets_tests.ranker.test_packing import PAIRS
+    from arena_assets.ranker.collate import collate_rows
 
     config = Qwen2Config(
         vocab_size=512, hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
@@ -165,14 +165,12 @@ def test_bf16_on_the_gpu_as_close_to_fp32_as_the_plain_layers(tmp_path: Path) ->
     )  # fmt: skip
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(tmp_path / "model")
-    rows = [[(7 * i + 3 * j) % 500 + 5 for j in range(300 + 40 * i)] for i in range(8)] + PAIRS
-    from arena_assets.ranker.packing import pack_rows
-
-    tokens, layout = pack_rows(rows, share_pair_prefix=False)
-    inputs = (torch.tensor([tokens], device="cuda"), layout.to("cuda"))
+    rows = [[(7 * i + 3 * j) % 500 + 5 for j in range(300 + 40 * i)] for i in range(8)]
+    batch = collate_rows([{"input_ids": ids} for ids in rows], pad_token_id=0)
+    inputs = (batch["input_ids"].cuda(), batch["attention_mask"].cuda())
 
     def logits(dtype: torch.dtype, fused: bool) -> torch.Tensor:
-        model = load_backbone(str(tmp_path / "model"), dtype=dtype, device=torch.device("cuda"), packed=True)
+        model = load_backbone(str(tmp_path / "model"), dtype=dtype, device=torch.device("cuda"))
         head = LetterHead(model.eval(), LETTERS, head_rows_only=True, residual_in_matmul=fused)
         with torch.no_grad():
             return head(*inputs).float()
