@@ -159,8 +159,6 @@ VARIANTS: dict[str, tuple[str, int | str, dict]] = {
     "score_real_packed_add_after": ("score", "real", {**SCORE_PACKED, "residual_in_matmul": False}),
     "score_real_packed_add_after_profiled": ("score", "real", {**SCORE_PACKED, "residual_in_matmul": False,
                                                                "profile_passes": 2}),
-    "score_real_packed_fp8_rows256_add_after": ("score", "real", {**FP8, "sdpa_row_multiple": 256,
-                                                                  "residual_in_matmul": False}),
     # The qwen14b recipe's scoring budget (ScoreConfig's default, 16,384 row tokens a pass) against the
     # bench's 8 x max_length.
     "score_real_packed_16k": ("score", "real", {**SCORE_PACKED, "token_budget": 16384}),
