@@ -5,7 +5,8 @@
 Every variant runs the real entry points (`python -m arena_assets.ranker.trainer|scorer --config F`) as
 child processes, so what is timed is what the assets run. Prints one table at the end (tokens/s, share of
 the measured dense bf16 rate, peak memory, padding, against the straightforward recipe) and writes
-`results.json` under --out: `env.dense_bf16_tflops`, then one key per variant (`train_2048_plain`,
+`results.json` under --out: `env.dense_bf16_tflops` (the share's denominator; `sustained_bf16_tflops` beside
+it: the same matmul held for seconds, as a run's minutes of matmuls meet the GPU), then one key per variant (`train_2048_plain`,
 `train_2048_*`, `train_4096_*`, `train_real_*`, `score_2048_*`, `score_real_*`;
 bench_variants.VARIANTS) holding the entry point's metrics (`train_tokens_per_second` or
 `scoring_tokens_per_second`, `peak_memory_gb`, `padding_fraction`), and `loss_2048`: the straightforward
@@ -77,6 +78,23 @@ def dense_bf16_tflops() -> float:
     """Measured dense bf16 matmul rate (8192^3 on random data, median of 20)."""
     a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     return _tflops(lambda: a @ b, 8192)
+
+
+def sustained_bf16_tflops(seconds: float = 5.0) -> float:
+    """The same matmul back to back for `seconds`, timed over the last half: the rate a GPU holds once its
+    power and clocks settle, as a scoring run's minutes of matmuls meet it (the 20 timed runs above take
+    about 30 ms)."""
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    runs = max(1, int(seconds / 2 / (2 * 8192**3 / (dense_bf16_tflops() * 1e12))))
+    for _ in range(runs):  # the first half: warm up to the settled clocks
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(runs):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * 8192**3 * runs / (start.elapsed_time(end) / 1e3) / 1e12
 
 
 def dense_fp8_tflops() -> float:
@@ -357,7 +375,8 @@ def main() -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     peak = dense_bf16_tflops()
-    env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dense_bf16_tflops": peak}
+    env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dense_bf16_tflops": peak,
+           "sustained_bf16_tflops": sustained_bf16_tflops()}
     if torch.cuda.get_device_capability() >= (8, 9):
         env["dense_fp8_tflops"] = dense_fp8_tflops()
     results: dict[str, dict] = {"env": env}
