@@ -6,9 +6,9 @@ Every variant runs the real entry points (`python -m arena_assets.ranker.trainer
 child processes, so what is timed is what the assets run. Prints one table at the end (tokens/s, share of
 the measured dense bf16 rate, peak memory, padding, against the straightforward recipe) and writes
 `results.json` under --out: `env.dense_bf16_tflops` (the share's denominator; `sustained_bf16_tflops` beside
-it: the same matmul held for seconds, as a run's minutes of matmuls meet the GPU), then one key per variant (`train_2048_plain`,
-`train_2048_*`, `train_4096_*`, `train_real_*`, `score_2048_*`, `score_real_*`;
-bench_variants.VARIANTS) holding the entry point's metrics (`train_tokens_per_second` or
+it: the same matmul held for seconds, as a run's minutes of matmuls meet the GPU), then one key per variant
+(`train_2048_plain`, `train_2048_*`, `train_4096_*`, `train_real_*`, `score_2048_*`, `score_real_*`,
+`predict_real_*`; bench_variants.VARIANTS) holding the entry point's metrics (`train_tokens_per_second` or
 `scoring_tokens_per_second`, `peak_memory_gb`, `padding_fraction`), and `loss_2048`: the straightforward
 and the fast (packed) trainer over the same 50 steps, each against the straightforward recipe in fp32 from
 the same weights. On an H200 a 2-row variant takes about 25 s, a 16-row one 60-90 s, the bf16 loss curves
