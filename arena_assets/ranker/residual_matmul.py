@@ -11,10 +11,10 @@ equal the plain layer's up to that rounding.
     decoder(...)                        # under torch.no_grad(): the layers add in their matmuls
 
 A layer keeps its own forward whenever the rewrite could change what it means: with gradients on, with hooks
-on the layer or its two projections (ranker/head_rows.py's last layer, output recorders), or once either
-projection is replaced (fp8's `Fp8Linear`, an adapter's layer). Each layer accumulates into the tensor it was
-given, which the decoder's loop owns and reads no more; the first layer copies its input, which may be the
-caller's embeddings.
+on the layer or its modules (ranker/head_rows.py's last layer, output recorders), once either projection is
+replaced (fp8's `Fp8Linear`, an adapter's layer) or its forward wrapped (accelerate's device hooks). Each
+layer accumulates into the tensor it was given, which the decoder's loop owns and reads no more; the first
+layer copies its input, which may be the caller's embeddings.
 """
 
 from __future__ import annotations
@@ -76,9 +76,11 @@ def _projections(layer: nn.Module) -> tuple[nn.Linear, nn.Linear] | None:
 
 
 def _fuses(layer: nn.Module) -> bool:
-    """Whether the layer's projections are still ours and nothing observes the layer or them."""
+    """Whether the layer's projections are still ours, run our forward (accelerate's device hooks replace a
+    module's `forward` on the instance), and nothing observes the layer or them."""
     modules = (layer, layer.self_attn, layer.mlp, layer.self_attn.o_proj, layer.mlp.down_proj)
-    if not all(type(m) is ResidualAddLinear for m in modules[3:]):
+    projections = modules[3:]
+    if not all(type(m) is ResidualAddLinear and "forward" not in vars(m) for m in projections):
         return False
     return not any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 

@@ -5,6 +5,7 @@ left behind by a failed pass."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,12 @@ def test_left_alone_where_it_cannot_apply(tiny_backbone_dir: Path) -> None:
     _, ops = _logits(LetterHead(model, LETTERS), _inputs("right"))
     assert ops["addmm_"] == 2
     assert add_residual_in_matmuls(model.model) == 1  # installing twice changes nothing
+    # A projection whose forward is wrapped on the instance (accelerate's device hooks) would return its
+    # product without the residual: the layer adds it itself.
+    second.self_attn.o_proj.forward = functools.partial(torch.nn.Linear.forward, second.self_attn.o_proj)
+    assert not adds_residual_in_matmuls(model.model)
+    _, ops = _logits(LetterHead(model, LETTERS), _inputs("right"))
+    assert ops.get("addmm_", 0) == 0
 
 
 def test_fp8_replaces_the_projections_and_the_layers_add_after_them(tiny_backbone_dir: Path) -> None:
