@@ -158,6 +158,7 @@ def test_a_failed_pass_leaves_no_residual_behind(tiny_backbone_dir: Path) -> Non
     assert layer.self_attn.o_proj.residual is None and layer.mlp.down_proj.residual is None
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="cuBLAS's epilogue and liger's kernels run on CUDA")
 def test_bf16_on_the_gpu_as_close_to_fp32_as_the_plain_layers(tmp_path: Path) -> None:
     """A Qwen2 model of 8 layers at 1,024 wide, random weights, rows of 300 to 580 tokens, liger's kernels:
