@@ -81,3 +81,21 @@ def test_the_loss_check_holds_each_curve_to_the_slack_over_the_steps_all_curves_
     assert not loss_check.compare_loss_curves(runs, steps=50)["within_tolerance"]  # the largest decides
     failed = {**runs, "fast": {"error": "CUDA out of memory"}}
     assert loss_check.compare_loss_curves(failed, steps=50) == {"fast": {"error": "CUDA out of memory"}}
+
+
+def test_the_table_shows_every_run_of_a_variant_named_again(
+    bench: tuple[ModuleType, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gpu_bench keeps the later run of a repeated variant as its figure and the earlier ones beside it; the
+    table prints each run in the order they ran."""
+    gpu_bench = importlib.import_module("gpu_bench")
+    run = {"flops_per_token": 2.0, "peak_memory_gb": 1.0, "padding_fraction": 0.0}
+    results = {
+        "score_real_packed": {**run, "scoring_tokens_per_second": 300.0},
+        "score_real_packed_add_after": {**run, "scoring_tokens_per_second": 200.0},
+        "earlier_runs": {"score_real_packed": [{**run, "scoring_tokens_per_second": 100.0}]},
+    }
+    chosen = ["score_real_packed", "score_real_packed_add_after", "score_real_packed"]
+    gpu_bench.print_table(results, chosen, peak=1e-9)
+    rates = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("score_")]
+    assert rates == ["100", "200", "300"]
