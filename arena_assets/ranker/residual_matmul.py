@@ -50,9 +50,11 @@ def add_residual_in_matmuls(decoder: nn.Module) -> int:
     theirs (its hooks wrap the same forward)."""
     installed = 0
     for index, layer in enumerate(decoder.layers):
+        if _ORIGINAL in vars(layer):  # installed before
+            installed += 1
+            continue
         projections = _projections(layer)
-        if projections is None or hasattr(layer, "_hf_hook") or _ORIGINAL in vars(layer):
-            installed += _ORIGINAL in vars(layer)
+        if projections is None or hasattr(layer, "_hf_hook"):
             continue
         for projection in projections:
             projection.__class__ = ResidualAddLinear
@@ -71,7 +73,7 @@ def _projections(layer: nn.Module) -> tuple[nn.Linear, nn.Linear] | None:
     """The layer's o_proj and down_proj when both are plain bias-free linear layers, else None."""
     pair = (getattr(getattr(layer, "self_attn", None), "o_proj", None),
             getattr(getattr(layer, "mlp", None), "down_proj", None))  # fmt: skip
-    ok = all(type(p) in (nn.Linear, ResidualAddLinear) and p.bias is None for p in pair)
+    ok = all(type(p) is nn.Linear and p.bias is None for p in pair)
     return pair if ok else None  # type: ignore[return-value]
 
 
