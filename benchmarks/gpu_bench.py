@@ -81,12 +81,12 @@ def dense_bf16_tflops() -> float:
     return _tflops(lambda: a @ b, 8192)
 
 
-def sustained_bf16_tflops(seconds: float = 5.0) -> float:
-    """The same matmul back to back for `seconds`, timed over the last half: the rate a GPU holds once its
-    power and clocks settle, as a scoring run's minutes of matmuls meet it (the 20 timed runs above take
-    about 30 ms)."""
+def sustained_bf16_tflops(burst_tflops: float, seconds: float = 5.0) -> float:
+    """The same matmul back to back for `seconds` (counted at `dense_bf16_tflops`'s burst rate), timed over
+    the last half: the rate a GPU holds once its power and clocks settle, as a scoring run's minutes of
+    matmuls meet it (the 20 timed runs of the burst rate take about 30 ms)."""
     a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    runs = max(1, int(seconds / 2 / (2 * 8192**3 / (dense_bf16_tflops() * 1e12))))
+    runs = max(1, int(seconds / 2 / (2 * 8192**3 / (burst_tflops * 1e12))))
     for _ in range(runs):  # the first half: warm up to the settled clocks
         a @ b
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -363,7 +363,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--loss-steps", type=int, default=50)
     parser.add_argument("--score-rows", type=int, default=256,
-                        help="pairs the `score_real_*` variants score (both orders); at most the data's")
+                        help="pairs the `score_real_*` and `predict_real_*` variants score (both orders); at "
+                             "most the data's")
     parser.add_argument("--real", type=Path, default=ROOT / ".e2e", help="a `gpu_e2e.py data` directory")
     parser.add_argument("--loss-runs", default=",".join(LOSS_RUNS),
                         help="the loss check's curves to run, in this order (default: all, fp32 first)")
@@ -377,7 +378,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     peak = dense_bf16_tflops()
     env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dense_bf16_tflops": peak,
-           "sustained_bf16_tflops": sustained_bf16_tflops()}
+           "sustained_bf16_tflops": sustained_bf16_tflops(peak)}
     if torch.cuda.get_device_capability() >= (8, 9):
         env["dense_fp8_tflops"] = dense_fp8_tflops()
     results: dict[str, dict] = {"env": env}
@@ -456,6 +457,12 @@ def main() -> None:
     print_table(results, chosen, peak)
 
 
+def _tokens_per_second(run: dict) -> float:
+    """A run's rate, whichever entry point made it: the trainer's, the scorer's or the predictor's key."""
+    keys = ("train_tokens_per_second", "scoring_tokens_per_second", "tokens_per_second")
+    return next((run[k] for k in keys if run.get(k)), 0.0)
+
+
 def print_table(results: dict, chosen: list[str], peak: float) -> None:
     """tokens/s, share of dense bf16, peak memory, padding and the ratio to the straightforward recipe; a
     variant named more than once, a row for each of its runs in the order they ran."""
@@ -481,13 +488,11 @@ def print_table(results: dict, chosen: list[str], peak: float) -> None:
                   f"{r['fast_vs_fp32_max']:.4f} (slack {r['slack']}x): "
                   f"{'within' if r['within_tolerance'] else 'OUTSIDE'}")  # fmt: skip
             continue
-        rate = r.get("train_tokens_per_second") or r.get("scoring_tokens_per_second") or r.get(
-            "tokens_per_second", 0.0)
+        rate = _tokens_per_second(r)
         share = f"{rate * r['flops_per_token'] / (peak * 1e12):.2f}" if "flops_per_token" in r else ""
         kind, length = name.split("_")[:2]
         base = results.get(f"{kind}_{length}_plain") or results.get(f"{kind}_2048_plain") or {}
-        base_rate = base.get("train_tokens_per_second") or base.get("scoring_tokens_per_second") or base.get(
-            "tokens_per_second")
+        base_rate = _tokens_per_second(base)
         profiled = {"profile_steps", "profile_passes"} & set(VARIANTS.get(name, ("", 0, {}))[2])
         ratio = "profiled" if profiled else (
             f"{rate / base_rate:.2f}x" if base_rate else "")  # a profiled rate pays the profiler's cost
