@@ -12,14 +12,17 @@ counter-based generator), so each kernel that needs the mask draws it again as i
     backward     gx = keep * scale * (gy @ A)            the mask applied before gx is stored
                  gA = scale * gy.T @ (x * keep)          the same mask applied as x is loaded
 
-with `keep = hash(seed, row * K + column) >= p` (the hash's top 24 bits as a fraction) and `scale =
-1 / (1 - p)`. Each element is kept with probability 1 - p and scaled by 1 / (1 - p), as torch's dropout
-does, from another random stream: the seed is drawn from the GPU's torch generator, so a recomputed layer
-(whose RNG state torch's checkpointing restores) and a resumed run draw the same masks. The products
-accumulate in fp32 and round once.
+with `keep = draw(row, column) >= p` and `scale = 1 / (1 - p)`. One hash of the seed and the index of a pair
+of neighbouring columns, row * ceil(K / 2) + column // 2, gives both their draws: its low 16 bits the even
+column's, its high 16 bits the odd one's, each as a fraction of 2**16: p is taken to the next multiple of
+2**-16 (0.01 drops 0.0100098 of the elements). Each element is kept with probability 1 - p and scaled by
+1 / (1 - p), as torch's dropout does, from another random stream: the seed is drawn from the GPU's torch
+generator, so a recomputed layer (whose RNG state torch's checkpointing restores) and a resumed run draw the
+same masks. The products accumulate in fp32 and round once.
 
-The hash, a dozen integer operations an element, is what bounds these kernels, not their bytes
-(benchmarks/dropout_bench.py), so the backward draws the mask once for both of its products.
+The hash, a dozen integer operations, is what bounds these kernels, not their bytes
+(benchmarks/dropout_bench.py): so one hash serves two elements (11% off the kernels' time against a hash an
+element), and the backward draws the mask once for both of its products.
 
 lora_A reads the input of a frozen projection. `FrozenAndDropoutMatmul` runs the two in one autograd node,
 so the backward kernel adds lora_A's part of the input gradient to the frozen projection's as it stores
@@ -65,21 +68,25 @@ _MIX_B = tl.constexpr(0x846CA68B)
 
 @triton.jit
 def _threshold(p):
-    """The hash's top 24 bits below this drop the element: ceil(p * 2**24), so that `bits >= threshold`
-    is `bits / 2**24 >= p` exactly, without a conversion to float per element."""
-    return tl.math.ceil(p * 16777216.0).to(tl.uint32)
+    """A 16-bit draw below this drops the element: ceil(p * 2**16), so that `bits >= threshold` is
+    `bits / 2**16 >= p` exactly, without a conversion to float per element."""
+    return tl.math.ceil(p * 65536.0).to(tl.uint32)
 
 
 @triton.jit
-def _keep(seed, rows, cols, width, threshold):
-    # (row * width + column) * GOLDEN + seed, mod 2**32, as a row part plus a column part: one add an element.
-    h = ((rows * width).to(tl.uint32) * _GOLDEN + seed)[:, None] + (cols.to(tl.uint32) * _GOLDEN)[None, :]
+def _keep(seed, rows, first_col, BLOCK_K: tl.constexpr, width, threshold):
+    """The mask of columns first_col .. first_col + BLOCK_K (first_col even) of `rows`: one hash draws two
+    neighbouring columns, its low 16 bits the even one, its high 16 bits the odd one."""
+    pairs = first_col // 2 + tl.arange(0, BLOCK_K // 2)
+    # (row * half + pair) * GOLDEN + seed, mod 2**32, as a row part plus a pair part: one add a hash.
+    row_part = (rows * ((width + 1) // 2)).to(tl.uint32) * _GOLDEN + seed
+    h = row_part[:, None] + (pairs.to(tl.uint32) * _GOLDEN)[None, :]
     h = h ^ (h >> 16)
     h = h * _MIX_A
     h = h ^ (h >> 15)
     h = h * _MIX_B
     h = h ^ (h >> 16)
-    return (h >> 8) >= threshold
+    return tl.interleave(h & 0xFFFF, h >> 16) >= threshold
 
 
 @triton.autotune(configs=_FORWARD_TILES, key=["N", "K"])
@@ -94,7 +101,7 @@ def _forward_kernel(x, w, y, seed_ptr, M, N, K, p, scale,
         cols = start + tl.arange(0, BLOCK_K)
         tile = tl.load(x + rows[:, None] * K + cols[None, :],
                        mask=(rows[:, None] < M) & (cols[None, :] < K), other=0.0)  # fmt: skip
-        tile = tl.where(_keep(seed, rows, cols, K, threshold), tile, tl.zeros_like(tile))
+        tile = tl.where(_keep(seed, rows, start, BLOCK_K, K, threshold), tile, tl.zeros_like(tile))
         weight = tl.load(w + outs[None, :] * K + cols[:, None],
                          mask=(outs[None, :] < N) & (cols[:, None] < K), other=0.0)  # fmt: skip
         acc = tl.dot(tile, weight, acc)
@@ -126,7 +133,7 @@ def _backward_kernel(g, x, w, gx, partial, seed_ptr, M, N, K, p, scale, rows_per
         inside = (rows[:, None] < end) & (cols[None, :] < K)
         grad = tl.load(g + rows[:, None] * N + outs[None, :],
                        mask=(rows[:, None] < end) & (outs[None, :] < N), other=0.0)  # fmt: skip
-        keep = _keep(seed, rows, cols, K, threshold)
+        keep = _keep(seed, rows, tl.program_id(0) * BLOCK_K, BLOCK_K, K, threshold)
         if GRAD_WEIGHT:
             tile = tl.load(x + rows[:, None] * K + cols[None, :], mask=inside, other=0.0)
             acc = tl.dot(tl.trans(grad), tl.where(keep, tile, tl.zeros_like(tile)), acc)
@@ -147,7 +154,8 @@ def _mask_kernel(out, seed_ptr, M, K, p, BLOCK: tl.constexpr):
     seed, threshold = tl.load(seed_ptr).to(tl.uint32), _threshold(p)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(out + rows[:, None] * K + cols[None, :], _keep(seed, rows, cols, K, threshold).to(tl.int8),
+    keep = _keep(seed, rows, tl.program_id(1) * BLOCK, BLOCK, K, threshold)
+    tl.store(out + rows[:, None] * K + cols[None, :], keep.to(tl.int8),
              mask=(rows[:, None] < M) & (cols[None, :] < K))  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from arena_assets.ranker.rebuilt_activations import rebuild_activations, rebuild
 
 log = logging.getLogger(__name__)
 RANDOM_INIT_SEED = 0  # random_init's weights (benchmarks)
+LIGER_OPS = ("rope", "rms_norm", "swiglu")  # the kernels _apply_liger_kernel_to_instance is asked for below
 # The fast-path log line's words for (fp8_matmuls, fp8_forward).
 FROZEN_MATMULS = {
     (False, True): "in the compute dtype",
@@ -129,8 +130,26 @@ def load_backbone(
             cross_entropy=False,
             fused_linear_cross_entropy=False,
         )
+        _resolve_liger_implementations()
         model.arena_liger = True
     return model.to(device)
+
+
+def _resolve_liger_implementations() -> None:
+    """Have liger-kernel pick its implementations now, outside any forward.
+
+    liger-kernel 0.8.5 imports an op's implementations at its first call and logs each one that fails to
+    import with the exception itself, whose traceback holds the frames of that call. Inside the first
+    forward those frames hold the pass's activations, and through them its autograd graph, for as long as
+    something keeps the log record (pytest's log capture does). The graph's AccumulateGrad nodes then
+    outlive the pass, and a CUDA-graph capture that meets one made on the default stream fails
+    ("operation would make the legacy stream depend on a capturing blocking stream")."""
+    if importlib.util.find_spec("liger_kernel.backends") is None:
+        return  # releases before the registry call their kernels directly
+    from liger_kernel.backends import available_impls
+
+    for op in LIGER_OPS:
+        available_impls(op)
 
 
 def _random_init_spread(path: str, *, dtype: torch.dtype, attn_implementation: str) -> PreTrainedModel:

@@ -26,15 +26,19 @@ ATOL = {torch.float16: 2e-2, torch.bfloat16: 1.5e-1}
 
 
 def reference_keep(seed: int, rows: int, width: int, p: float) -> torch.Tensor:
-    """The mask as the kernels define it, in int64 arithmetic mod 2**32: the lowbias32 hash of row * width +
-    column plus the seed, kept where its top 24 bits as a fraction are at least p (p in fp32, as a kernel
-    argument). It pins the stream: a rewrite of the kernels' hash must draw the same masks."""
-    low32 = 2**32 - 1
-    h = (torch.arange(rows * width, dtype=torch.int64) * 0x9E3779B9 + seed) & low32
+    """The mask as the kernels define it, in int64 arithmetic mod 2**32: the lowbias32 hash of row * half +
+    column // 2 plus the seed (half: the width's pairs of columns, rounded up), its low 16 bits the even
+    column's draw and its high 16 bits the odd one's, kept where the draw as a fraction is at least p (p in
+    fp32, as a kernel argument). It pins the stream: a rewrite of the kernels' hash must draw the same
+    masks."""
+    low32, half = 2**32 - 1, (width + 1) // 2
+    row, column = torch.arange(rows)[:, None], torch.arange(width)[None, :]
+    h = ((row * half + column // 2) * 0x9E3779B9 + seed) & low32
     h = ((h ^ (h >> 16)) * 0x7FEB352D) & low32
     h = ((h ^ (h >> 15)) * 0x846CA68B) & low32
     h = h ^ (h >> 16)
-    return ((h >> 8).float() / 2**24 >= torch.tensor(p, dtype=torch.float32)).reshape(rows, width)
+    draw = torch.where(column % 2 == 0, h & 0xFFFF, h >> 16)
+    return draw.float() / 2**16 >= torch.tensor(p, dtype=torch.float32)
 
 
 def check_kernels(device: str, dtype: torch.dtype) -> None:
