@@ -54,6 +54,9 @@ def check_kernels(device: str, dtype: torch.dtype) -> None:
     seed = torch.tensor([1234], dtype=torch.int32, device=device)
     keep = fused_dropout.keep_mask(seed, rows, width, KEEP_P)
     assert torch.equal(keep.cpu(), reference_keep(1234, rows, width, KEEP_P))
+    # An odd width: a row's last column has a pair of its own, its hash's high half unused.
+    odd = fused_dropout.keep_mask(seed, 9, 37, KEEP_P)
+    assert torch.equal(odd.cpu(), reference_keep(1234, 9, 37, KEEP_P))
     assert abs(keep.float().mean().item() - (1 - KEEP_P)) < 0.02
     assert torch.equal(keep, fused_dropout.keep_mask(seed, rows, width, KEEP_P))
     assert not torch.equal(keep, fused_dropout.keep_mask(seed + 1, rows, width, KEEP_P))
