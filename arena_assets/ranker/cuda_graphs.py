@@ -14,6 +14,10 @@ What a captured pass takes (`check_graphable` says what to change otherwise):
 - LoRA dropout drawn in the fused kernels (ranker/fused_dropout.py), or none: their seeds come from the
   GPU's generator, which the graph advances at each replay, so every pass draws new masks. The dropout that
   replays torch's generator state in backward (ranker/lora_dropout.py) reads it on the CPU.
+- nothing left alive of an eager pass's autograd graph: its AccumulateGrad nodes keep the stream they were
+  made on, and a capture's backward that meets one of the default stream's fails. The trainer keeps an eager
+  pass's loss as a value only, and liger-kernel's implementations are chosen when the model loads
+  (ranker/modeling.py), not inside its first forward.
 
 Gradients add up in `.grad` tensors that stay where the graph writes them: the graph adds each pass's into
 them, and after the optimizer step `reset_grads` zeroes them and hands them back to the parameters. The

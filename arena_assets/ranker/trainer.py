@@ -400,7 +400,11 @@ def train_step(run: Run, step_batches: list[list[int]]) -> tuple[torch.Tensor, i
             else:
                 loss = pass_loss(run, run.head(*inputs), targets)
                 accelerator.backward(loss * weight)
-        step_loss += loss.detach() * weight
+                # Its value only: kept with its autograd graph, the pass's AccumulateGrad nodes (made on the
+                # default stream) would live on into a capture later in this step, whose backward fails
+                # on them (ranker/cuda_graphs.py).
+                loss = loss.detach()
+        step_loss += loss * weight
     if run.masters is not None:
         run.masters.grads_to_master()
         grad_norm = run.masters.clip_grad_norm_(config.max_grad_norm)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ from arena_assets.ranker.data import read_pairs
 from arena_assets.ranker.head import LetterHead, letter_logits
 from arena_assets.ranker.lora_dropout import DropoutLinear
 from arena_assets.ranker.losses import hard_label_loss
+from arena_assets.ranker.pipes import Reporter
 from arena_assets.ranker.prompt import letter_token_ids
 from arena_assets_tests.ranker.conftest import PairFiles
 from arena_assets_tests.ranker.test_fast_paths import _batch, _move_lora_b
@@ -77,6 +79,48 @@ def test_the_trainer_refuses_cuda_graphs_on_the_cpu(
     with pytest.raises(ValueError, match="cuda_graphs: it needs a CUDA device"):
         trainer.train(config)
     assert not (tmp_path / "adapter").exists()
+
+
+def test_an_eager_pass_leaves_no_autograd_graph_to_a_capture_later_in_its_step(
+    small_files: PairFiles,
+    make_train_config: Callable[..., TrainConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A padded micro-batch runs eagerly, on the default stream; a capture later in the same step fails on
+    any AccumulateGrad node still alive from it. So no eager pass's loss, which holds its graph, may outlive
+    the pass: a stand-in for GraphedPasses (which needs CUDA) checks that when it is called."""
+    run = trainer.setup(make_train_config(small_files, tmp_path / "adapter", max_steps=1), Accelerator(),
+                        Reporter())  # fmt: skip
+    eager_losses: list[weakref.ref] = []
+    pass_loss = trainer.pass_loss
+
+    def recorded(run: trainer.Run, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        loss = pass_loss(run, logits, targets)
+        eager_losses.append(weakref.ref(loss))
+        return loss
+
+    class Captures:
+        calls = 0
+
+        def __call__(self, ids: torch.Tensor, targets: dict, weight: float) -> torch.Tensor:
+            assert eager_losses and all(ref() is None for ref in eager_losses), "an eager loss outlived it"
+            self.calls += 1
+            loss = pass_loss(run, run.head(ids, None), targets)
+            (loss * weight).backward()
+            return loss.detach()
+
+        def reset_grads(self) -> None:
+            pass
+
+    monkeypatch.setattr(trainer, "pass_loss", recorded)
+    run.graphs = Captures()
+    lengths = run.encoded.lengths
+    rows = range(len(lengths))
+    short, long = min(rows, key=lengths.__getitem__), max(rows, key=lengths.__getitem__)
+    assert lengths[short] < lengths[long]
+    _, tokens, _ = trainer.train_step(run, [[short, long], [short]])  # padded (eager), then one length
+    assert run.graphs.calls == 1 and len(eager_losses) == 1 and tokens == 2 * lengths[short] + lengths[long]
 
 
 def _graphed_head(config: TrainConfig) -> tuple[LetterHead, list[torch.nn.Parameter]]:
