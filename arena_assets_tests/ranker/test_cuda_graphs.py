@@ -185,3 +185,34 @@ def test_training_with_cuda_graphs_follows_eager_training(
     losses = torch.tensor([loss for _, loss in eager["train_loss_curve"]])
     replayed = torch.tensor([loss for _, loss in graphed["train_loss_curve"]])
     torch.testing.assert_close(replayed, losses, rtol=0, atol=2e-2)
+
+
+@pytest.mark.gpu
+@gpu
+def test_a_step_that_captures_after_a_padded_pass_follows_eager_training(
+    small_files: PairFiles, make_train_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    """Each step runs a padded micro-batch eagerly, on the default stream, and then rows of one length,
+    captured the first time: the capture meets nothing of the eager pass, and the steps' losses and gradient
+    norms are eager training's."""
+
+    def steps(graphs: bool) -> tuple[list[tuple[float, float]], trainer.Run]:
+        config = make_train_config(small_files, tmp_path / f"graphs_{graphs}", precision="bf16",
+                                   gradient_checkpointing=0.0, lora_dropout=0.0, max_steps=3,
+                                   cuda_graphs=graphs)  # fmt: skip
+        set_seed(config.seed)
+        run = trainer.setup(config, Accelerator(mixed_precision="no"), Reporter())
+        lengths = run.encoded.lengths
+        rows = range(len(lengths))
+        short, long = min(rows, key=lengths.__getitem__), max(rows, key=lengths.__getitem__)
+        assert lengths[short] < lengths[long]
+        figures = []
+        for _ in range(3):
+            loss, _, grad_norm = trainer.train_step(run, [[short, long], [short]])
+            figures.append((loss.item(), grad_norm.item()))
+        return figures, run
+
+    eager, _ = steps(graphs=False)
+    graphed, run = steps(graphs=True)
+    assert run.graphs is not None and len(run.graphs.captured) == 1 and run.graphs.replays == 3
+    torch.testing.assert_close(torch.tensor(graphed), torch.tensor(eager), rtol=2e-2, atol=2e-2)
