@@ -96,6 +96,7 @@ def test_the_table_shows_every_run_of_a_variant_named_again(
         "earlier_runs": {"score_real_packed": [{**run, "scoring_tokens_per_second": 100.0}]},
     }
     chosen = ["score_real_packed", "score_real_packed_add_after", "score_real_packed"]
-    gpu_bench.print_table(results, chosen, peak=1e-9)
-    rates = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("score_")]
-    assert rates == ["100", "200", "300"]
+    gpu_bench.print_table(results, chosen, peak=1e-9, held=0.5e-9)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("score_")]
+    assert [row[1] for row in rows] == ["100", "200", "300"]
+    assert [row[2:4] for row in rows] == [["0.20", "0.40"], ["0.40", "0.80"], ["0.60", "1.20"]]  # burst, held

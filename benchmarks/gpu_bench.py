@@ -4,7 +4,8 @@
 
 Every variant runs the real entry points (`python -m arena_assets.ranker.trainer|scorer --config F`) as
 child processes, so what is timed is what the assets run. Prints one table at the end (tokens/s, share of
-the measured dense bf16 rate, peak memory, padding, against the straightforward recipe) and writes
+the measured dense bf16 rate and of the rate it holds for seconds, peak memory, padding, against the
+straightforward recipe) and writes
 `results.json` under --out: `env.dense_bf16_tflops` (the share's denominator; `sustained_bf16_tflops` beside
 it: the same matmul held for seconds, as a run's minutes of matmuls meet the GPU), then one key per variant
 (`train_2048_plain`, `train_2048_*`, `train_4096_*`, `train_real_*`, `score_2048_*`, `score_real_*`,
@@ -454,7 +455,7 @@ def main() -> None:
     # One file for every run's log tail: the device tool brings back at most 8 files.
     tails = [f"===== {log.stem}\n{log.read_text()[-8000:]}" for log in sorted(work.glob("*.log"))]
     (args.out / "logs.txt").write_text("\n".join(tails))
-    print_table(results, chosen, peak)
+    print_table(results, chosen, peak, held=results["env"]["sustained_bf16_tflops"])
 
 
 def _tokens_per_second(run: dict) -> float:
@@ -463,11 +464,13 @@ def _tokens_per_second(run: dict) -> float:
     return next((run[k] for k in keys if run.get(k)), 0.0)
 
 
-def print_table(results: dict, chosen: list[str], peak: float) -> None:
-    """tokens/s, share of dense bf16, peak memory, padding and the ratio to the straightforward recipe; a
-    variant named more than once, a row for each of its runs in the order they ran."""
+def print_table(results: dict, chosen: list[str], peak: float, held: float | None = None) -> None:
+    """tokens/s, share of dense bf16 (the burst rate, and the rate held for seconds where given), peak memory,
+    padding and the ratio to the straightforward recipe; a variant named more than once, a row for each of
+    its runs in the order they ran."""
     width = max(len(name) for name in [*chosen, "variant"]) + 2
-    print(f"\n{'variant':<{width}}{'tokens/s':>10}{'share':>7}{'peak GB':>9}{'padding':>9}{'vs plain':>10}")
+    print(f"\n{'variant':<{width}}{'tokens/s':>10}{'share':>7}{'held':>6}{'peak GB':>9}{'padding':>9}"
+          f"{'vs plain':>10}")
     seen: dict[str, int] = {}
     for name in chosen:
         if name not in results:  # a loss check split over calls: its curves are in results.json
@@ -489,14 +492,16 @@ def print_table(results: dict, chosen: list[str], peak: float) -> None:
                   f"{'within' if r['within_tolerance'] else 'OUTSIDE'}")  # fmt: skip
             continue
         rate = _tokens_per_second(r)
-        share = f"{rate * r['flops_per_token'] / (peak * 1e12):.2f}" if "flops_per_token" in r else ""
+        flops = rate * r.get("flops_per_token", 0.0)
+        share = f"{flops / (peak * 1e12):.2f}" if flops else ""
+        held_share = f"{flops / (held * 1e12):.2f}" if flops and held else ""
         kind, length = name.split("_")[:2]
         base = results.get(f"{kind}_{length}_plain") or results.get(f"{kind}_2048_plain") or {}
         base_rate = _tokens_per_second(base)
         profiled = {"profile_steps", "profile_passes"} & set(VARIANTS.get(name, ("", 0, {}))[2])
         ratio = "profiled" if profiled else (
             f"{rate / base_rate:.2f}x" if base_rate else "")  # a profiled rate pays the profiler's cost
-        print(f"{name:<{width}}{rate:>10.0f}{share:>7}{r.get('peak_memory_gb', 0):>9.1f}"
+        print(f"{name:<{width}}{rate:>10.0f}{share:>7}{held_share:>6}{r.get('peak_memory_gb', 0):>9.1f}"
               f"{r.get('padding_fraction', 0.0):>9.3f}{ratio:>10}")  # fmt: skip
     for name in chosen:  # where a profiled step's time went (its rate above includes the profiler's cost)
         r = results.get(name, {})
