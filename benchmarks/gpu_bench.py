@@ -455,7 +455,7 @@ def main() -> None:
     # One file for every run's log tail: the device tool brings back at most 8 files.
     tails = [f"===== {log.stem}\n{log.read_text()[-8000:]}" for log in sorted(work.glob("*.log"))]
     (args.out / "logs.txt").write_text("\n".join(tails))
-    print_table(results, chosen, peak, held=results["env"]["sustained_bf16_tflops"])
+    print_table(results, chosen, peak, held=env["sustained_bf16_tflops"])
 
 
 def _tokens_per_second(run: dict) -> float:
@@ -464,8 +464,8 @@ def _tokens_per_second(run: dict) -> float:
     return next((run[k] for k in keys if run.get(k)), 0.0)
 
 
-def print_table(results: dict, chosen: list[str], peak: float, held: float | None = None) -> None:
-    """tokens/s, share of dense bf16 (the burst rate, and the rate held for seconds where given), peak memory,
+def print_table(results: dict, chosen: list[str], peak: float, held: float) -> None:
+    """tokens/s, share of dense bf16 (the burst rate `peak`, and the rate `held` for seconds), peak memory,
     padding and the ratio to the straightforward recipe; a variant named more than once, a row for each of
     its runs in the order they ran."""
     width = max(len(name) for name in [*chosen, "variant"]) + 2
@@ -494,7 +494,7 @@ def print_table(results: dict, chosen: list[str], peak: float, held: float | Non
         rate = _tokens_per_second(r)
         flops = rate * r.get("flops_per_token", 0.0)
         share = f"{flops / (peak * 1e12):.2f}" if flops else ""
-        held_share = f"{flops / (held * 1e12):.2f}" if flops and held else ""
+        held_share = f"{flops / (held * 1e12):.2f}" if flops else ""
         kind, length = name.split("_")[:2]
         base = results.get(f"{kind}_{length}_plain") or results.get(f"{kind}_2048_plain") or {}
         base_rate = _tokens_per_second(base)

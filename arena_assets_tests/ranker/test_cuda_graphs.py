@@ -115,12 +115,20 @@ def test_an_eager_pass_leaves_no_autograd_graph_to_a_capture_later_in_its_step(
 
     monkeypatch.setattr(trainer, "pass_loss", recorded)
     run.graphs = Captures()
+    step = _padded_then_one_length(run)
+    _, tokens, _ = trainer.train_step(run, step)
+    assert run.graphs.calls == 1 and len(eager_losses) == 1
+    assert tokens == sum(run.encoded.lengths[r] for rows in step for r in rows)
+
+
+def _padded_then_one_length(run: trainer.Run) -> list[list[int]]:
+    """A step's micro-batches: the shortest row beside the longest (padded, so eager), then the shortest
+    alone (rows of one length, so captured)."""
     lengths = run.encoded.lengths
     rows = range(len(lengths))
     short, long = min(rows, key=lengths.__getitem__), max(rows, key=lengths.__getitem__)
     assert lengths[short] < lengths[long]
-    _, tokens, _ = trainer.train_step(run, [[short, long], [short]])  # padded (eager), then one length
-    assert run.graphs.calls == 1 and len(eager_losses) == 1 and tokens == 2 * lengths[short] + lengths[long]
+    return [[short, long], [short]]
 
 
 def _graphed_head(config: TrainConfig) -> tuple[LetterHead, list[torch.nn.Parameter]]:
@@ -202,13 +210,10 @@ def test_a_step_that_captures_after_a_padded_pass_follows_eager_training(
                                    cuda_graphs=graphs)  # fmt: skip
         set_seed(config.seed)
         run = trainer.setup(config, Accelerator(mixed_precision="no"), Reporter())
-        lengths = run.encoded.lengths
-        rows = range(len(lengths))
-        short, long = min(rows, key=lengths.__getitem__), max(rows, key=lengths.__getitem__)
-        assert lengths[short] < lengths[long]
+        step = _padded_then_one_length(run)
         figures = []
         for _ in range(3):
-            loss, _, grad_norm = trainer.train_step(run, [[short, long], [short]])
+            loss, _, grad_norm = trainer.train_step(run, step)
             figures.append((loss.item(), grad_norm.item()))
         return figures, run
 
